@@ -1,0 +1,107 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import date
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import db, errors, health, logs, metrics, requestid, settings
+from .errors import ConfigError, UnknownPlugin
+from .images import api as images_api
+from .images.service import PLACEHOLDER, ImageService
+from .images.store import GridFSImageStore
+from .plugins import collect, make_plugin_manager
+from .state import Dungeon
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object] = (),
+               *, mongo_client: Any = None, image_options: Mapping[str, Any] | None = None
+               ) -> Flask:
+    """Create and configure an instance of the dungeon service.
+
+    Configuration comes from the defaults, then ``DUNGEON_*`` environment
+    variables (and unprefixed ``OPENAI_API_KEY``/``OPENAI_BASE_URL``), then
+    ``config``.  ``plugins`` are extra plugin objects to register (tests use
+    them); ``mongo_client`` replaces the configured store with a client that
+    speaks pymongo's API; ``image_options`` go to the image service (an
+    injected ``sleep`` or ``clock``, say).  Invalid configuration raises
+    ConfigError and no application is made.
+    """
+    app = Flask(__name__)
+    app.config.update(load_config(app, config))
+    logs.configure(app.config["LOG_LEVEL"], secrets=_secrets(app.config))
+    requestid.init_app(app)
+    errors.init_app(app)
+    app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {})
+    for blueprint in (health.bp, metrics.bp, images_api.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def load_config(app: Flask, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the validated configuration: defaults, then environment, then ``overrides``."""
+    app.config.from_mapping(settings.defaults())
+    for name in settings.UNPREFIXED:
+        if os.environ.get(name):
+            app.config[name] = os.environ[name]
+    app.config.from_prefixed_env("DUNGEON")
+    app.config.update(overrides or {})
+    validated = settings.validate(app.config)
+    _check_production(validated)
+    return validated
+
+
+def _check_production(config: Mapping[str, Any]) -> None:
+    if config["ENV"] == "production" and not config["SECRET_KEY"]:
+        raise ConfigError("SECRET_KEY: required when ENV is production")
+
+
+def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(config[s.name]) for s in settings.SETTINGS if s.secret and config[s.name])
+
+
+def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
+                 image_options: Mapping[str, Any]) -> Dungeon:
+    config = {name: app.config[name] for name in settings.SETTINGS_BY_NAME}
+    pm = make_plugin_manager(config, plugins)
+    providers = collect(pm, "register_image_providers", config, "image provider")
+    _check_provider_order(config["IMAGE_PROVIDERS"], providers)
+    database = db.init_app(app, mongo_client)
+    image_store = GridFSImageStore(database)
+    app_metrics = metrics.Metrics()
+    images = ImageService(providers, config, image_store, app_metrics, **image_options)
+    _warn_retiring(images)
+    return Dungeon(config, pm, providers, app_metrics, database, image_store, images)
+
+
+def _check_provider_order(order: list[str], providers: Mapping[str, Any]) -> None:
+    unknown = [name for name in order if name not in providers]
+    if unknown:
+        raise UnknownPlugin(f"IMAGE_PROVIDERS: unknown provider(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(providers))}")
+    if len(set(order)) != len(order):
+        raise ConfigError(f"IMAGE_PROVIDERS: a provider is listed twice in {','.join(order)}")
+    if PLACEHOLDER not in providers:
+        raise ConfigError("IMAGE_PROVIDERS: the placeholder provider is not registered "
+                          "(is the built-in plugin blocked?)")
+
+
+def _warn_retiring(images: ImageService, today: date | None = None) -> None:
+    today = today or date.today()
+    for entry in images.status():
+        if not entry["shutdown_date"]:
+            continue
+        shutdown = date.fromisoformat(entry["shutdown_date"])
+        if shutdown <= today:
+            log.error("image provider %s: model %s was shut down on %s; remove it from "
+                      "IMAGE_PROVIDERS", entry["name"], entry["model"], shutdown)
+        elif (shutdown - today).days <= 30:
+            log.warning("image provider %s: model %s shuts down on %s", entry["name"],
+                        entry["model"], shutdown)

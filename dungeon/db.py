@@ -1,0 +1,54 @@
+"""The MongoDB database of one application: flask-pymongo, or an embedded in-memory store."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mongomock
+import mongomock.gridfs
+from flask import Flask
+from flask_pymongo import PyMongo
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask, client: Any = None):
+    """Return the database ``app`` uses: the injected client's, MongoDB's, or an embedded one."""
+    config = app.config
+    if client is not None:
+        return client[config["MONGO_DB"]]
+    if config["MONGO_URI"]:
+        return _mongodb(app)
+    if config["ENV"] == "production":
+        raise ConfigError("MONGO_URI: required when ENV is production; the embedded store "
+                          "loses every saved game on restart")
+    log.warning("DUNGEON_MONGO_URI is unset: using the embedded in-memory store. Nothing "
+                "survives a restart and worker processes do not share it.")
+    return embedded_client()[config["MONGO_DB"]]
+
+
+def embedded_client() -> mongomock.MongoClient:
+    """Return a new in-memory client that speaks pymongo's API."""
+    # GridFS on mongomock needs this patch, process-wide and idempotent.
+    mongomock.gridfs.enable_gridfs_integration()
+    return mongomock.MongoClient(tz_aware=True)
+
+
+def _mongodb(app: Flask):
+    config = app.config
+    timeout = config["MONGO_TIMEOUT_MS"]
+    # Reads go to the primary: a lagging secondary would not yet hold a game
+    # that was just created, which is how saved games went "missing" before.
+    mongo = PyMongo(app, config["MONGO_URI"], tz_aware=True, readPreference="primary",
+                    serverSelectionTimeoutMS=timeout, connectTimeoutMS=timeout,
+                    appname="dungeon")
+    app.extensions["pymongo"] = mongo
+    return mongo.db if mongo.db is not None else mongo.cx[config["MONGO_DB"]]
+
+
+def ping(database) -> None:
+    """Raise if the database's server does not answer a ping."""
+    database.client.admin.command("ping")

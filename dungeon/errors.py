@@ -1,0 +1,241 @@
+"""The one error hierarchy of the service and the one place that maps errors to HTTP.
+
+Every 4xx and 5xx the service answers has the shape::
+
+    {"error": {"code": "<snake_case>", "message": "<for a human>", "details": ...},
+     "request_id": "<id>"}
+
+``details`` appears only where it helps (field errors, for instance).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class DungeonError(Exception):
+    """Root of every error the service raises on purpose.
+
+    Subclasses set ``status``, ``code`` and a default ``message`` as class
+    attributes, so most of them are one declarative line.
+    """
+
+    status = 500
+    code = "internal_error"
+    message = "The server could not complete the request."
+
+    def __init__(self, message: str | None = None, *, details: Any = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+
+class ConfigError(DungeonError):
+    """The configuration is invalid; the application refuses to start."""
+
+    code = "invalid_configuration"
+
+
+class BadRequest(DungeonError):
+    status = 400
+    code = "bad_request"
+    message = "The request could not be understood."
+
+
+class ValidationFailed(DungeonError):
+    status = 422
+    code = "validation_failed"
+    message = "The request body is not valid."
+
+
+class Unauthorized(DungeonError):
+    status = 401
+    code = "unauthorized"
+    message = "A valid bearer token is required."
+
+
+class NotFound(DungeonError):
+    status = 404
+    code = "not_found"
+    message = "Nothing is here."
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    message = "No image has this id."
+
+
+class Conflict(DungeonError):
+    status = 409
+    code = "conflict"
+    message = "The request conflicts with the current state."
+
+
+class ServiceUnavailable(DungeonError):
+    status = 503
+    code = "service_unavailable"
+    message = "A dependency is unavailable; try again shortly."
+
+
+class UnknownPlugin(ConfigError):
+    """A plugin or provider named in the configuration does not exist."""
+
+
+class DuplicateName(ConfigError):
+    """Two plugins registered the same provider or narrator name."""
+
+
+# --- Provider errors -------------------------------------------------------
+# Raised by image providers and read by the image service: they never reach a
+# client as such, because a failed provider hands over to the next one.
+
+
+class ProviderError(DungeonError):
+    """An image provider could not produce an image.
+
+    ``outcome`` labels the attempt in logs and metrics; ``retryable`` says
+    whether the service may call the same provider again; ``counts_as_failure``
+    says whether the provider's circuit breaker should count it.
+    """
+
+    status = 502
+    code = "provider_error"
+    outcome = "error"
+    retryable = False
+    counts_as_failure = True
+
+    def __init__(self, message: str | None = None, *, http_status: int | None = None,
+                 error_type: str | None = None, error_code: str | None = None,
+                 param: str | None = None, provider_request_id: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.error_type = error_type
+        self.error_code = error_code
+        self.param = param
+        self.provider_request_id = provider_request_id
+        self.retry_after = retry_after
+
+    def log_fields(self) -> dict[str, Any]:
+        """Return what an operator needs to understand this failure."""
+        return {
+            "outcome": self.outcome, "status": self.http_status, "error_type": self.error_type,
+            "error_code": self.error_code, "param": self.param,
+            "error_message": self.message, "provider_request_id": self.provider_request_id,
+        }
+
+
+class ContentRefused(ProviderError):
+    """The provider's safety system refused the prompt or the image."""
+
+    outcome = "content_refused"
+    counts_as_failure = False
+
+
+class InvalidProviderRequest(ProviderError):
+    """The provider rejected a parameter: a defect in how we build the request."""
+
+    outcome = "invalid_request"
+
+
+class ProviderAuthError(ProviderError):
+    """Bad key, missing permission, unverified organization or exhausted quota."""
+
+    outcome = "auth_error"
+
+
+class ModelGone(ProviderError):
+    """The model no longer exists; the provider is disabled for this process."""
+
+    outcome = "model_gone"
+
+
+class ProviderNotConfigured(ProviderError):
+    """The provider lacks what it needs (an API key, say); skipped at no cost."""
+
+    outcome = "not_configured"
+    counts_as_failure = False
+
+
+class RateLimited(ProviderError):
+    """The provider asked us to slow down; retry after ``retry_after`` seconds."""
+
+    outcome = "rate_limited"
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    """A transient failure: 5xx, timeout, broken connection or an unusable answer."""
+
+    outcome = "transient"
+    retryable = True
+
+
+class PromptRefused(DungeonError):
+    """Our own prompt checks refused the prompt before any provider call."""
+
+    status = 422
+    code = "prompt_refused"
+    message = "The image prompt was refused."
+
+    def __init__(self, reasons: list[str]):
+        super().__init__(f"prompt refused: {', '.join(reasons)}")
+        self.reasons = reasons
+
+
+# --- HTTP mapping ------------------------------------------------------------
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """Return the one JSON error shape, with the current request's id."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error, "request_id": g.get("request_id")}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def handle_dungeon_error(exc: DungeonError):
+    """Turn a DungeonError into its JSON response."""
+    if exc.status >= 500:
+        log.error("request failed: %s", exc.message)
+    response = jsonify(error_body(exc.code, exc.message, exc.details))
+    response.headers.update(exc.headers)
+    return response, exc.status
+
+
+def handle_http_exception(exc: HTTPException):
+    """Turn werkzeug's 404/405/413/500... into the JSON error shape.
+
+    Flask routes an unhandled exception here as an InternalServerError whose
+    ``original_exception`` is the real error: it is logged with its traceback
+    and the client sees a generic message, never the traceback.
+    """
+    original = getattr(exc, "original_exception", None)
+    if original is not None:
+        log.error("unhandled error", exc_info=original)
+        message = DungeonError.message
+    else:
+        message = exc.description or exc.name
+    response = jsonify(error_body(_snake(exc.name), message))
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response, exc.code or 500
+
+
+def init_app(app: Flask) -> None:
+    """Register the JSON error handlers on ``app``."""
+    app.register_error_handler(DungeonError, handle_dungeon_error)
+    app.register_error_handler(HTTPException, handle_http_exception)

@@ -1,0 +1,254 @@
+"""The image chain: providers in configured order, retries, breakers, placeholder, storage.
+
+An image request never fails: when every provider is refused, broken, open or
+out of time, the placeholder answers, and the result says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import requests
+import tenacity
+
+from ..errors import (
+    ModelGone,
+    PromptRefused,
+    ProviderAuthError,
+    ProviderError,
+    ProviderUnavailable,
+)
+from ..metrics import Metrics
+from .breaker import STATE_VALUES, CircuitBreaker
+from .download import download
+from .prompts import PromptChecker, fingerprint, truncate
+from .store import ImageStore
+from .types import Attempt, GeneratedImage, ImageRequest, ImageResult, describe
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "placeholder"
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF", b"GIF8")
+
+
+class CircuitOpen(ProviderError):
+    """The provider's breaker is open: skipped without a call."""
+
+    outcome = "circuit_open"
+    counts_as_failure = False
+
+
+class ImageService:
+    """Runs one image request through the configured providers."""
+
+    def __init__(self, providers: Mapping[str, Any], config: Mapping[str, Any],
+                 store: ImageStore, metrics: Metrics, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random,
+                 checker: PromptChecker | None = None,
+                 session: requests.Session | None = None):
+        self.providers = dict(providers)
+        self.order = [n for n in config["IMAGE_PROVIDERS"] if n != PLACEHOLDER]
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.sleep, self.clock, self.jitter = sleep, clock, jitter
+        self.checker = checker or PromptChecker(config)
+        self.session = session or requests.Session()
+        self.disabled: dict[str, str] = {}
+        self.breakers = {name: self._make_breaker(name) for name in self.order}
+
+    def _make_breaker(self, name: str) -> CircuitBreaker:
+        gauge = self.metrics.circuit_state.labels(name)
+        gauge.set(STATE_VALUES["closed"])
+        # Called under the breaker's lock: it only sets a gauge, never re-enters.
+        return CircuitBreaker(
+            name, self.config["BREAKER_FAILURE_THRESHOLD"], self.config["BREAKER_RESET_SECONDS"],
+            clock=self.clock, on_change=lambda _old, new: gauge.set(STATE_VALUES[new]))
+
+    # --- the chain -----------------------------------------------------------
+
+    def generate(self, request: ImageRequest) -> ImageResult:
+        """Return an image for ``request``: the first provider that succeeds, else the placeholder."""
+        deadline = self.clock() + self.config["IMAGE_DEADLINE"]
+        attempts: list[Attempt] = []
+        try:
+            request = replace(request, prompt=self.checker.check(request.prompt))
+        except PromptRefused as exc:
+            log.warning("image prompt refused: %s", "; ".join(exc.reasons),
+                        extra=fingerprint(request.prompt))
+            attempts.append(Attempt("prompt_check", "prompt_refused"))
+            return self._placeholder(request, attempts, refused=exc.reasons)
+        for name in self.order:
+            image = self._try_provider(name, request, deadline, attempts)
+            if image is not None:
+                return self._finish(name, image, attempts)
+            self.metrics.image_fallbacks.labels(name).inc()
+        return self._placeholder(request, attempts)
+
+    def _try_provider(self, name: str, request: ImageRequest, deadline: float,
+                      attempts: list[Attempt]) -> GeneratedImage | None:
+        if name in self.disabled:
+            attempts.append(Attempt(name, "disabled"))
+            return None
+        if self.clock() >= deadline:
+            attempts.append(Attempt(name, "deadline_exceeded"))
+            return None
+        provider = self.providers[name]
+        request = replace(request, prompt=truncate(request.prompt,
+                                                   getattr(provider, "max_prompt_chars", None)))
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.config["IMAGE_RETRIES"] + 1)
+            | _stop_at(deadline, self.clock, self.config["IMAGE_RETRY_AFTER_MAX"]),
+            wait=self._wait, retry=tenacity.retry_if_exception(_retryable),
+            sleep=self.sleep, reraise=True)
+        try:
+            return retrying(self._attempt, name, provider, request, deadline, attempts)
+        except ProviderError:
+            return None
+
+    def _attempt(self, name: str, provider: Any, request: ImageRequest, deadline: float,
+                 attempts: list[Attempt]) -> GeneratedImage:
+        breaker = self.breakers[name]
+        model = getattr(provider, "model", None)
+        if not breaker.allow():
+            attempts.append(Attempt(name, CircuitOpen.outcome, model=model))
+            raise CircuitOpen(f"circuit breaker of {name} is open")
+        started = self.clock()
+        timeout = max(0.1, min(self.config["IMAGE_READ_TIMEOUT"], deadline - started))
+        try:
+            image = self._materialize(provider.generate(request, timeout))
+        except ProviderError as exc:
+            self._failed(name, model, breaker, exc, started, request, attempts)
+            raise
+        except Exception as exc:  # a plugin's bug must cost one provider, not the image
+            log.exception("provider %s raised %s", name, type(exc).__name__)
+            error = ProviderError(f"{type(exc).__name__} in provider {name}")
+            self._failed(name, model, breaker, error, started, request, attempts)
+            raise error from None
+        breaker.record_success()
+        self._record(name, model, "success", started, attempts, request)
+        return image
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        """Exponential backoff with jitter, or the provider's Retry-After when it gave one."""
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        retries_done = retry_state.attempt_number - 1
+        delay = min(self.config["IMAGE_BACKOFF_BASE"] * 2**retries_done,
+                    self.config["IMAGE_BACKOFF_MAX"])
+        return delay * (1 - 0.25 * self.jitter())  # the official SDK's jitter: x[0.75, 1]
+
+    # --- outcomes --------------------------------------------------------------
+
+    def _failed(self, name: str, model: str | None, breaker: CircuitBreaker, exc: ProviderError,
+                started: float, request: ImageRequest, attempts: list[Attempt]) -> None:
+        if isinstance(exc, ModelGone):
+            self.disabled[name] = exc.message
+            log.error("provider %s disabled: model %s is gone", name, model)
+        if isinstance(exc, ProviderAuthError):
+            breaker.record_failure(open_for=self.config["BREAKER_AUTH_RESET_SECONDS"])
+        elif exc.counts_as_failure:
+            breaker.record_failure()
+        else:
+            breaker.record_neutral()
+        self._record(name, model, exc.outcome, started, attempts, request, exc)
+
+    def _record(self, name: str, model: str | None, outcome: str, started: float,
+                attempts: list[Attempt], request: ImageRequest,
+                exc: ProviderError | None = None) -> None:
+        elapsed = self.clock() - started
+        attempt = Attempt(name, outcome, round(elapsed * 1000, 1),
+                          exc.http_status if exc else None, exc.error_code if exc else None, model)
+        attempts.append(attempt)
+        self.metrics.image_attempts.labels(name, outcome).inc()
+        self.metrics.image_attempt_seconds.labels(name).observe(elapsed)
+        fields = {"provider": name, "model": model, "latency_ms": attempt.ms,
+                  **fingerprint(request.prompt), **(exc.log_fields() if exc else {})}
+        if outcome == "invalid_request":
+            # Our request builder sent something the model rejects: a defect.
+            log.error("image request rejected as invalid, parameter %s: %s",
+                      exc.param, exc.message, extra=fields)
+        elif exc is not None:
+            log.warning("image attempt failed: %s", outcome, extra=fields)
+        else:
+            log.info("image attempt succeeded", extra=fields)
+
+    def _materialize(self, image: GeneratedImage) -> GeneratedImage:
+        """Return ``image`` with its bytes: downloaded if it came as a URL, checked either way."""
+        if image.data is None and image.url:
+            data, content_type = download(
+                self.session, image.url, max_bytes=self.config["IMAGE_MAX_BYTES"],
+                timeout=(self.config["IMAGE_CONNECT_TIMEOUT"], self.config["IMAGE_READ_TIMEOUT"]))
+            image = replace(image, data=data, url=None, content_type=content_type)
+        if not image.data:
+            raise ProviderUnavailable("provider answered without an image")
+        if len(image.data) > self.config["IMAGE_MAX_BYTES"]:
+            raise ProviderUnavailable(f"image of {len(image.data)} bytes is too large")
+        if not image.data.startswith(_IMAGE_MAGIC) and not image.data.lstrip().startswith(b"<"):
+            raise ProviderUnavailable("provider answered with bytes that are not an image")
+        return image
+
+    def _finish(self, name: str, image: GeneratedImage, attempts: list[Attempt]) -> ImageResult:
+        image_id = self.store.put(image.data, image.content_type)
+        self.metrics.image_requests.labels("generated").inc()
+        return ImageResult(image_id, image.content_type, name,
+                           getattr(self.providers[name], "model", None), False,
+                           image.revised_prompt, attempts)
+
+    def _placeholder(self, request: ImageRequest, attempts: list[Attempt],
+                     refused: list[str] | None = None) -> ImageResult:
+        image = self.providers[PLACEHOLDER].generate(request, timeout=0)
+        image_id = self.store.put(image.data, image.content_type)
+        attempts.append(Attempt(PLACEHOLDER, "success"))
+        self.metrics.image_requests.labels("placeholder").inc()
+        return ImageResult(image_id, image.content_type, PLACEHOLDER, None, True, None,
+                           attempts, refused or [])
+
+    # --- reporting -------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        """Return each configured provider with its model, breaker state and availability."""
+        report = []
+        for name in self.order:
+            entry = {"name": name, **describe(self.providers[name]),
+                     **self.breakers[name].snapshot()}
+            entry["disabled"] = self.disabled.get(name)
+            report.append(entry)
+        report.append({"name": PLACEHOLDER, **describe(self.providers[PLACEHOLDER]),
+                       "state": "closed", "disabled": None})
+        return report
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+def _stop_at(deadline: float, clock: Callable[[], float], retry_after_max: float):
+    """Stop retrying when the next wait would pass the deadline or is longer than allowed."""
+
+    def stop(retry_state: tenacity.RetryCallState) -> bool:
+        wait = retry_state.upcoming_sleep
+        return wait > retry_after_max or clock() + wait >= deadline
+
+    return stop
+
+
+def decode_b64(value: Any) -> bytes:
+    """Decode a provider's base64 image; an undecodable one is a transient failure."""
+    if not isinstance(value, str) or not value:
+        raise ProviderUnavailable("provider answered without image data")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProviderUnavailable("provider answered with undecodable base64") from None

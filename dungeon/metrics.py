@@ -1,0 +1,54 @@
+"""Prometheus metrics of one application, in a registry of its own.
+
+Each app gets its own ``CollectorRegistry`` so that apps built side by side
+(in tests, or two in one process) never clash over metric names.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+bp = Blueprint("metrics", __name__)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120)
+
+
+class Metrics:
+    """The domain metrics the service records; names are stable and documented."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.image_attempts = Counter(
+            "dungeon_image_attempts", "Image provider attempts by outcome.",
+            ["provider", "outcome"], registry=r)
+        self.image_attempt_seconds = Histogram(
+            "dungeon_image_attempt_seconds", "Duration of one image provider attempt.",
+            ["provider"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.image_requests = Counter(
+            "dungeon_image_requests", "Image requests by result (generated or placeholder).",
+            ["result"], registry=r)
+        self.image_fallbacks = Counter(
+            "dungeon_image_fallbacks", "Times the chain moved on from a provider.",
+            ["from_provider"], registry=r)
+        self.circuit_state = Gauge(
+            "dungeon_provider_circuit_state",
+            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+            ["provider"], registry=r, multiprocess_mode="max")
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Return the current value of one sample (0.0 when it has none yet)."""
+        return self.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def get_metrics() -> Metrics:
+    """Return the current application's metrics."""
+    return current_app.extensions["dungeon"].metrics
+
+
+@bp.get("/metrics")
+def metrics_view():
+    """Expose the application's metrics in Prometheus text format."""
+    return Response(generate_latest(get_metrics().registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,200 @@
+"""Every setting the service reads, with its default, its type and its meaning.
+
+The table is data: the application factory loads it, ``dungeon check-config``
+prints it and the README's configuration table is written from it.  A value
+may come from the defaults, from a ``DUNGEON_``-prefixed environment variable
+(Flask's ``from_prefixed_env``, which parses JSON literals such as ``5`` or
+``true``), or from the mapping given to ``create_app``; ``coerce`` turns each
+of those shapes into the one type the code relies on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: name (without the ``DUNGEON_`` prefix), default and meaning."""
+
+    name: str
+    default: Any
+    kind: str  # "str", "int", "float", "bool", "list", "choice"
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    secret: bool = False
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` converted to this setting's type, or raise ConfigError."""
+        try:
+            converted = _CONVERTERS[self.kind](value, self)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.name}: {exc}") from None
+        if self.minimum is not None and converted < self.minimum:
+            raise ConfigError(f"{self.name}: must be >= {self.minimum:g}, got {converted!r}")
+        return converted
+
+
+def _to_str(value: Any, setting: Setting) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"must be text, got {type(value).__name__}")
+    return value
+
+
+def _to_int(value: Any, setting: Setting) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"must be a whole number, got {value!r}")
+    if isinstance(value, str) and not re.fullmatch(r"-?\d+", value.strip()):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _to_float(value: Any, setting: Setting) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {value!r}") from None
+
+
+def _to_bool(value: Any, setting: Setting) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _to_list(value: Any, setting: Setting) -> list[str]:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+        if value.strip() and any(not item for item in items):
+            raise ValueError(f"malformed comma-separated list {value!r} (empty item)")
+        return [item for item in items if item]
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value]
+    raise TypeError(f"must be a comma-separated list of names, got {value!r}")
+
+
+def _to_choice(value: Any, setting: Setting) -> str:
+    text = str(value).strip().lower()
+    if text not in setting.choices:
+        allowed = ", ".join(setting.choices)
+        raise ValueError(f"must be one of {allowed}, got {value!r}")
+    return text
+
+
+_CONVERTERS: dict[str, Callable[[Any, Setting], Any]] = {
+    "str": _to_str,
+    "int": _to_int,
+    "float": _to_float,
+    "bool": _to_bool,
+    "list": _to_list,
+    "choice": _to_choice,
+}
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- service ---
+    Setting("ENV", "development", "choice", "development or production; production refuses "
+            "unsafe defaults (embedded store, development signing key).",
+            choices=("development", "production")),
+    Setting("SECRET_KEY", None, "str", "Key that signs bearer tokens. A development key is "
+            "used, with a warning, when unset outside production.", secret=True),
+    Setting("LOG_LEVEL", "INFO", "choice", "Lowest level of log line written.",
+            choices=("debug", "info", "warning", "error")),
+    Setting("MAX_CONTENT_LENGTH", 65536, "int", "Largest request body accepted, in bytes.",
+            minimum=1024),
+    # --- plugins ---
+    Setting("PLUGINS", [], "list", "Extra plugin modules to import and register, by import path."),
+    Setting("LOAD_ENTRYPOINTS", True, "bool",
+            "Load third-party plugins from the `dungeon` entry-point group."),
+    Setting("DISABLED_PLUGINS", [], "list", "Plugin names to block (built-ins included)."),
+    # --- store ---
+    Setting("MONGO_URI", None, "str", "MongoDB connection string. Unset: an embedded in-memory "
+            "store that loses everything on restart (refused in production).", secret=True),
+    Setting("MONGO_DB", "dungeon", "str", "Database name when the URI names none."),
+    Setting("MONGO_WRITE_CONCERN", "majority", "str",
+            "Write concern `w` for game writes (`majority` or a number)."),
+    Setting("MONGO_JOURNAL", True, "bool", "Wait for the journal before a write counts as done."),
+    Setting("MONGO_TIMEOUT_MS", 5000, "int",
+            "Server selection and write-concern timeout, in milliseconds.", minimum=1),
+    # --- images ---
+    Setting("IMAGE_PROVIDERS", ["gpt-image-2", "gpt-image-1", "dall-e-3", "placeholder"], "list",
+            "Image providers, in the order they are tried. The placeholder is always the last "
+            "resort, listed or not."),
+    Setting("IMAGE_RETRIES", 2, "int", "Retries per provider after a retryable failure.",
+            minimum=0),
+    Setting("IMAGE_BACKOFF_BASE", 0.5, "float", "First retry delay in seconds; doubles per retry.",
+            minimum=0),
+    Setting("IMAGE_BACKOFF_MAX", 8.0, "float", "Largest retry delay in seconds.", minimum=0),
+    Setting("IMAGE_RETRY_AFTER_MAX", 20.0, "float",
+            "Longest `Retry-After` honoured, in seconds; a longer one moves to the next provider.",
+            minimum=0),
+    Setting("IMAGE_DEADLINE", 120.0, "float",
+            "Overall budget for one image request across providers and retries, in seconds.",
+            minimum=1),
+    Setting("IMAGE_CONNECT_TIMEOUT", 5.0, "float", "Connect timeout to a provider, in seconds.",
+            minimum=0.1),
+    Setting("IMAGE_READ_TIMEOUT", 90.0, "float",
+            "Read timeout for one provider call, in seconds (image models take 10-70 s).",
+            minimum=0.1),
+    Setting("IMAGE_MAX_BYTES", 20 * 1024 * 1024, "int",
+            "Largest image accepted from a provider, in bytes.", minimum=1024),
+    Setting("IMAGE_MODERATION", "off", "choice",
+            "Prompt check before any provider call: off, local (built-in and deny patterns) "
+            "or openai (/v1/moderations).", choices=("off", "local", "openai")),
+    Setting("IMAGE_DENY_PATTERNS", [], "list",
+            "Regular expressions; a prompt matching any is refused before any provider call."),
+    Setting("BREAKER_FAILURE_THRESHOLD", 5, "int",
+            "Consecutive failures that open a provider's circuit breaker.", minimum=1),
+    Setting("BREAKER_RESET_SECONDS", 30.0, "float",
+            "How long an open breaker stays open before one trial call.", minimum=0),
+    Setting("BREAKER_AUTH_RESET_SECONDS", 900.0, "float",
+            "How long a breaker stays open after an authentication, permission or quota error.",
+            minimum=0),
+    # --- OpenAI (also read unprefixed, as the OpenAI ecosystem does) ---
+    Setting("OPENAI_API_KEY", None, "str", "OpenAI API key (also read from `OPENAI_API_KEY`).",
+            secret=True),
+    Setting("OPENAI_BASE_URL", "https://api.openai.com/v1", "str",
+            "Base URL of the OpenAI API or a compatible server (also read from "
+            "`OPENAI_BASE_URL`)."),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+UNPREFIXED = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+def defaults() -> dict[str, Any]:
+    """Return a fresh mapping of every setting to its default value."""
+    return {s.name: list(s.default) if isinstance(s.default, list) else s.default
+            for s in SETTINGS}
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the known settings of ``config`` coerced to their types; raise ConfigError."""
+    return {s.name: s.coerce(config.get(s.name, s.default)) for s in SETTINGS}
+
+
+def masked(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the settings of ``config`` with every secret replaced by a mask."""
+    shown = {}
+    for setting in SETTINGS:
+        value = config.get(setting.name)
+        shown[setting.name] = "****" if setting.secret and value else value
+    return shown

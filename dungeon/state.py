@@ -1,0 +1,32 @@
+"""Per-application state, kept in ``app.extensions["dungeon"]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from flask import current_app
+
+from .images.service import ImageService
+from .images.store import ImageStore
+from .metrics import Metrics
+
+
+@dataclass
+class Dungeon:
+    """Everything one application instance owns: plugins, providers, store, services."""
+
+    config: dict[str, Any]
+    plugin_manager: pluggy.PluginManager
+    providers: dict[str, Any]
+    metrics: Metrics
+    db: Any
+    image_store: ImageStore
+    images: ImageService
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_state() -> Dungeon:
+    """Return the state of the application serving the current request."""
+    return current_app.extensions["dungeon"]

@@ -1,0 +1,1 @@
+"""Built-in image providers, each a plugin module registered by import path."""
