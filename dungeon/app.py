@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import date
 from collections.abc import Iterable, Mapping
+from datetime import date
+from types import MappingProxyType
 from typing import Any
 
 from flask import Flask
@@ -71,7 +72,10 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
                  image_options: Mapping[str, Any]) -> Dungeon:
     config = {name: app.config[name] for name in settings.SETTINGS_BY_NAME}
     pm = make_plugin_manager(config, plugins)
-    providers = collect(pm, "register_image_providers", config, "image provider")
+    # Plugins see the whole configuration: their own settings arrive as
+    # DUNGEON_<NAME> variables that the core does not know about.
+    plugin_config = MappingProxyType(dict(app.config))
+    providers = collect(pm, "register_image_providers", plugin_config, "image provider")
     _check_provider_order(config["IMAGE_PROVIDERS"], providers)
     database = db.init_app(app, mongo_client)
     image_store = GridFSImageStore(database)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -19,6 +20,8 @@ def init_app(app: Flask, client: Any = None):
     """Return the database ``app`` uses: the injected client's, MongoDB's, or an embedded one."""
     config = app.config
     if client is not None:
+        if isinstance(client, mongomock.MongoClient):
+            _enable_mongomock_gridfs()
         return client[config["MONGO_DB"]]
     if config["MONGO_URI"]:
         return _mongodb(app)
@@ -32,9 +35,15 @@ def init_app(app: Flask, client: Any = None):
 
 def embedded_client() -> mongomock.MongoClient:
     """Return a new in-memory client that speaks pymongo's API."""
-    # GridFS on mongomock needs this patch, process-wide and idempotent.
-    mongomock.gridfs.enable_gridfs_integration()
+    _enable_mongomock_gridfs()
     return mongomock.MongoClient(tz_aware=True)
+
+
+@functools.cache
+def _enable_mongomock_gridfs() -> None:
+    # GridFS accepts mongomock databases only after this process-wide patch;
+    # cached because each call would stack another patch.
+    mongomock.gridfs.enable_gridfs_integration()
 
 
 def _mongodb(app: Flask):

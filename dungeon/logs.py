@@ -6,7 +6,8 @@ import contextvars
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None)
@@ -16,13 +17,16 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 _HANDLER_NAME = "dungeon-json"
 
 
-class RequestIdFilter(logging.Filter):
-    """Stamps each record with the id of the request being served, if any."""
+def _stamping_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """Wrap a LogRecord factory so every record carries the current request id."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "request_id", None):
-            record.request_id = request_id_var.get()
-        return True
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        record.request_id = request_id_var.get()
+        return record
+
+    factory.stamps_request_id = True  # type: ignore[attr-defined]
+    return factory
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +42,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -55,12 +59,16 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
     """Send the root logger's output, as JSON lines, to standard error (once per process)."""
+    # A record factory rather than a handler filter: the id is taken when the
+    # line is logged, in the request's context, whatever handler writes it.
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "stamps_request_id", False):
+        logging.setLogRecordFactory(_stamping_factory(current))
     root = logging.getLogger()
     root.setLevel(level.upper())
     handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.set_name(_HANDLER_NAME)
-        handler.addFilter(RequestIdFilter())
         root.addHandler(handler)
     handler.setFormatter(JsonFormatter(secrets))

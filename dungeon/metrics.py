@@ -7,8 +7,14 @@ Each app gets its own ``CollectorRegistry`` so that apps built side by side
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 bp = Blueprint("metrics", __name__)
 

@@ -23,6 +23,7 @@ from ..errors import (
     PromptRefused,
     ProviderAuthError,
     ProviderError,
+    ProviderNotConfigured,
     ProviderUnavailable,
 )
 from ..metrics import Metrics
@@ -77,7 +78,7 @@ class ImageService:
     # --- the chain -----------------------------------------------------------
 
     def generate(self, request: ImageRequest) -> ImageResult:
-        """Return an image for ``request``: the first provider that succeeds, else the placeholder."""
+        """Return the first provider's image that succeeds, else the placeholder."""
         deadline = self.clock() + self.config["IMAGE_DEADLINE"]
         attempts: list[Attempt] = []
         try:
@@ -91,7 +92,8 @@ class ImageService:
             image = self._try_provider(name, request, deadline, attempts)
             if image is not None:
                 return self._finish(name, image, attempts)
-            self.metrics.image_fallbacks.labels(name).inc()
+            if attempts[-1].outcome != ProviderNotConfigured.outcome:
+                self.metrics.image_fallbacks.labels(name).inc()
         return self._placeholder(request, attempts)
 
     def _try_provider(self, name: str, request: ImageRequest, deadline: float,
@@ -179,6 +181,8 @@ class ImageService:
             # Our request builder sent something the model rejects: a defect.
             log.error("image request rejected as invalid, parameter %s: %s",
                       exc.param, exc.message, extra=fields)
+        elif isinstance(exc, ProviderNotConfigured):
+            log.debug("image provider skipped: %s", exc.message, extra=fields)
         elif exc is not None:
             log.warning("image attempt failed: %s", outcome, extra=fields)
         else:

@@ -7,6 +7,7 @@ strong ETag.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -57,10 +58,9 @@ class GridFSImageStore:
         """Store ``data`` unless it is already there; return its id."""
         image_id = image_id_for(data)
         if not self.fs.exists(image_id):
-            try:
+            # Another thread may store the same bytes first; either copy will do.
+            with contextlib.suppress(FileExists):
                 self.fs.put(data, _id=image_id, metadata={"content_type": content_type})
-            except FileExists:
-                pass  # another thread stored the same bytes first
         return image_id
 
     def get(self, image_id: str) -> StoredImage | None:

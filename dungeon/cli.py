@@ -1,0 +1,85 @@
+"""The ``dungeon`` command: serve, check-config, providers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import settings
+from .errors import ConfigError
+
+
+@click.group()
+def main() -> None:
+    """Run and inspect the dungeon service."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def serve(gunicorn_args: tuple[str, ...]) -> None:
+    """Serve the API with gunicorn and the project's settings (extra options go to gunicorn)."""
+    _app_or_exit()  # fail here, with a clear message, rather than in every worker
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:dungeon.gunicorn_conf",
+               *gunicorn_args]
+    os.execvp(command[0], command)
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Print the effective configuration, secrets masked; exit 1 if it is invalid."""
+    app = _app_or_exit()
+    shown = settings.masked(app.config)
+    click.echo(json.dumps(shown, indent=2, default=str))
+
+
+@main.command()
+@click.option("--online/--offline", default=True,
+              help="Ask the OpenAI API which models exist (needs a key).")
+def providers(online: bool) -> None:
+    """List the configured image providers with model, breaker state and availability."""
+    app = _app_or_exit()
+    state = app.extensions["dungeon"]
+    listed = _listed_models(state.config) if online else None
+    for entry in state.images.status():
+        click.echo(_provider_line(entry, listed))
+
+
+def _provider_line(entry: dict, listed: dict | None) -> str:
+    line = f"{entry['name']:24} model={entry['model'] or '-':22} breaker={entry['state']}"
+    if entry.get("shutdown_date"):
+        line += f" shutdown={entry['shutdown_date']}"
+    if listed is not None and entry["model"]:
+        found = entry["model"] in listed
+        line += f" listed={'yes' if found else 'no'}"
+        if found and listed[entry["model"]]:
+            line += f" api_shutdown={listed[entry['model']]}"
+    return line
+
+
+def _listed_models(config: dict) -> dict | None:
+    """Return ``{model id: shutdown date or None}`` from ``GET /models``, or None without a key."""
+    import requests
+
+    if not config["OPENAI_API_KEY"]:
+        return None
+    try:
+        response = requests.get(f"{config['OPENAI_BASE_URL'].rstrip('/')}/models", timeout=10,
+                                headers={"Authorization": f"Bearer {config['OPENAI_API_KEY']}"})
+        response.raise_for_status()
+        return {m["id"]: m.get("shutdown_date") for m in response.json().get("data", [])}
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        click.echo(f"could not list models: {type(exc).__name__}", err=True)
+        return None
+
+
+def _app_or_exit():
+    from .app import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"invalid configuration: {exc}", err=True)
+        sys.exit(2)

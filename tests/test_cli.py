@@ -1,0 +1,39 @@
+import json
+
+from click.testing import CliRunner
+
+from dungeon.cli import main
+
+
+def test_check_config_prints_effective_config_with_secrets_masked(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abcdef0123456789")
+    monkeypatch.setenv("DUNGEON_LOAD_ENTRYPOINTS", "false")
+    monkeypatch.setenv("DUNGEON_IMAGE_RETRIES", "4")
+    result = CliRunner().invoke(main, ["check-config"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["OPENAI_API_KEY"] == "****"
+    assert shown["IMAGE_RETRIES"] == 4
+    assert "sk-live-abcdef0123456789" not in result.output
+
+
+def test_check_config_exits_non_zero_on_invalid_config(monkeypatch):
+    monkeypatch.setenv("DUNGEON_IMAGE_PROVIDERS", "no-such-provider")
+    result = CliRunner().invoke(main, ["check-config"])
+    assert result.exit_code == 2
+    assert "IMAGE_PROVIDERS" in result.output
+
+
+def test_providers_lists_configured_chain_and_api_listing(monkeypatch, requests_mock):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abcdef0123456789")
+    monkeypatch.setenv("DUNGEON_LOAD_ENTRYPOINTS", "false")
+    monkeypatch.setenv("DUNGEON_IMAGE_PROVIDERS", "gpt-image-2,gpt-image-1.5,placeholder")
+    requests_mock.get("https://api.openai.com/v1/models", json={"data": [
+        {"id": "gpt-image-2", "shutdown_date": None},
+        {"id": "gpt-image-1.5", "shutdown_date": "2026-12-01"}]})
+    result = CliRunner().invoke(main, ["providers"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(("gpt", "place"))]
+    assert lines[0].startswith("gpt-image-2") and "listed=yes" in lines[0]
+    assert "api_shutdown=2026-12-01" in lines[1]
+    assert lines[2].startswith("placeholder")

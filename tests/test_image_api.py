@@ -1,0 +1,50 @@
+from tests.fakes import PNG, FakeProvider
+from tests.test_error_shape import assert_error_shape
+
+BODY = {"prompt": "A neon alley in the rain", "genre": "cyberpunk", "style": "pixel_art"}
+
+
+def test_post_runs_the_chain_and_returns_our_url(make_app):
+    app = make_app({"IMAGE_PROVIDERS": "fake,placeholder"}, providers=[FakeProvider("fake")])
+    response = app.test_client().post("/api/images", json={**BODY, "aspect": "portrait",
+                                                           "quality": "high"})
+    assert response.status_code == 201
+    image = response.json["image"]
+    assert image["provider"] == "fake" and image["model"] == "fake-model"
+    assert image["placeholder"] is False
+    assert image["attempts"][0]["outcome"] == "success"
+    assert image["url"] == f"/api/images/{image['image_id']}"
+    assert "http" not in image["url"]
+
+
+def test_stored_image_is_served_with_strong_etag_and_immutable_cache(make_app):
+    app = make_app({"IMAGE_PROVIDERS": "fake,placeholder"}, providers=[FakeProvider("fake")])
+    client = app.test_client()
+    url = client.post("/api/images", json=BODY).json["image"]["url"]
+    response = client.get(url)
+    assert response.status_code == 200 and response.data == PNG
+    assert response.mimetype == "image/png"
+    etag = response.headers["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_if_none_match_gives_304_without_a_body(client):
+    url = client.post("/api/images", json=BODY).json["image"]["url"]
+    etag = client.get(url).headers["ETag"]
+    again = client.get(url, headers={"If-None-Match": f'"other", {etag}'})
+    assert again.status_code == 304 and again.data == b""
+    assert again.headers["ETag"] == etag
+    assert client.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+
+
+def test_unknown_and_malformed_ids_are_json_404s(client):
+    assert_error_shape(client.get("/api/images/" + "a" * 64), 404, "image_not_found")
+    assert_error_shape(client.get("/api/images/{\"$gt\":\"\"}"), 404, "image_not_found")
+
+
+def test_placeholder_bytes_are_stored_once(client, app):
+    first = client.post("/api/images", json=BODY).json["image"]["image_id"]
+    second = client.post("/api/images", json=BODY).json["image"]["image_id"]
+    assert first == second
+    assert app.extensions["dungeon"].db["images.files"].count_documents({}) == 1
