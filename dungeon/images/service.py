@@ -27,7 +27,7 @@ from ..errors import (
     ProviderUnavailable,
 )
 from ..metrics import Metrics
-from .breaker import STATE_VALUES, CircuitBreaker
+from .breaker import OPEN, STATE_VALUES, CircuitBreaker
 from .download import download
 from .prompts import PromptChecker, fingerprint, truncate
 from .store import ImageStore
@@ -105,6 +105,10 @@ class ImageService:
             attempts.append(Attempt(name, "deadline_exceeded"))
             return None
         provider = self.providers[name]
+        if self.breakers[name].state == OPEN:  # skipped at no cost: no retry machinery
+            attempts.append(Attempt(name, CircuitOpen.outcome,
+                                    model=getattr(provider, "model", None)))
+            return None
         request = replace(request, prompt=truncate(request.prompt,
                                                    getattr(provider, "max_prompt_chars", None)))
         retrying = tenacity.Retrying(
