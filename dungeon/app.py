@@ -12,19 +12,25 @@ from typing import Any
 from flask import Flask
 
 from . import db, errors, health, logs, metrics, requestid, settings
+from .auth import TokenSigner
 from .errors import ConfigError, UnknownPlugin
+from .game import api as game_api
+from .game.engine import GameEngine
+from .game.images import ImageJobs, turn_image
 from .images import api as images_api
 from .images.service import PLACEHOLDER, ImageService
 from .images.store import GridFSImageStore
 from .plugins import collect, make_plugin_manager
+from .sessions.idempotency import IdempotencyStore
+from .sessions.store import SessionStore
 from .state import Dungeon
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object] = (),
-               *, mongo_client: Any = None, image_options: Mapping[str, Any] | None = None
-               ) -> Flask:
+               *, mongo_client: Any = None, image_options: Mapping[str, Any] | None = None,
+               store_options: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure an instance of the dungeon service.
 
     Configuration comes from the defaults, then ``DUNGEON_*`` environment
@@ -32,7 +38,8 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     ``config``.  ``plugins`` are extra plugin objects to register (tests use
     them); ``mongo_client`` replaces the configured store with a client that
     speaks pymongo's API; ``image_options`` go to the image service (an
-    injected ``sleep`` or ``clock``, say).  Invalid configuration raises
+    injected ``sleep`` or ``clock``, say) and ``store_options`` to the session
+    store (``now``, the cache's ``timer``).  Invalid configuration raises
     ConfigError and no application is made.
     """
     app = Flask(__name__)
@@ -40,8 +47,9 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     logs.configure(app.config["LOG_LEVEL"], secrets=_secrets(app.config))
     requestid.init_app(app)
     errors.init_app(app)
-    app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {})
-    for blueprint in (health.bp, metrics.bp, images_api.bp):
+    app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},
+                                             store_options or {})
+    for blueprint in (health.bp, metrics.bp, images_api.bp, game_api.bp):
         app.register_blueprint(blueprint)
     return app
 
@@ -62,6 +70,8 @@ def load_config(app: Flask, overrides: Mapping[str, Any] | None) -> dict[str, An
 def _check_production(config: Mapping[str, Any]) -> None:
     if config["ENV"] == "production" and not config["SECRET_KEY"]:
         raise ConfigError("SECRET_KEY: required when ENV is production")
+    if config["NARRATOR"] is not None and not config["NARRATOR"].strip():
+        raise ConfigError("NARRATOR: must name a narrator (openai or local) or be unset")
 
 
 def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -69,7 +79,7 @@ def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
-                 image_options: Mapping[str, Any]) -> Dungeon:
+                 image_options: Mapping[str, Any], store_options: Mapping[str, Any]) -> Dungeon:
     config = {name: app.config[name] for name in settings.SETTINGS_BY_NAME}
     pm = make_plugin_manager(config, plugins)
     # Plugins see the whole configuration: their own settings arrive as
@@ -82,7 +92,28 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     app_metrics = metrics.Metrics()
     images = ImageService(providers, config, image_store, app_metrics, **image_options)
     _warn_retiring(images)
-    return Dungeon(config, pm, providers, app_metrics, database, image_store, images)
+    narrators = collect(pm, "register_narrators", plugin_config, "narrator")
+    narrator = _pick_narrator(config, narrators)
+    sessions = SessionStore(database, config, app_metrics, **store_options)
+    now = sessions.now
+    jobs = ImageJobs(database, images, config, now, on_ready=lambda slot: (
+        sessions.update_turn_image(slot["session_id"], slot["n"], slot["_id"], turn_image(slot))))
+    keys = IdempotencyStore(database.get_collection("idempotency_keys"),
+                            config["IDEMPOTENCY_HOURS"], now)
+    for part in (sessions, jobs, keys):
+        part.ensure_indexes()
+    game = GameEngine(sessions, narrator, jobs, app_metrics, config)
+    return Dungeon(config, pm, providers, app_metrics, database, image_store, images, sessions,
+                   jobs, game, keys, TokenSigner(config), narrators)
+
+
+def _pick_narrator(config: Mapping[str, Any], narrators: Mapping[str, Any]):
+    name = config["NARRATOR"] or ("openai" if config["OPENAI_API_KEY"] else "local")
+    if name not in narrators:
+        raise UnknownPlugin(f"NARRATOR: unknown narrator {name!r}; known: "
+                            f"{', '.join(sorted(narrators))}")
+    log.info("narrator: %s", name)
+    return narrators[name]
 
 
 def _check_provider_order(order: list[str], providers: Mapping[str, Any]) -> None:

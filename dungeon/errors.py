@@ -86,6 +86,26 @@ class ServiceUnavailable(DungeonError):
     message = "A dependency is unavailable; try again shortly."
 
 
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    message = "No game with this id."
+
+
+class SessionConflict(Conflict):
+    code = "session_conflict"
+    message = "The game changed while this request ran; load it again and retry."
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    message = "A request with this Idempotency-Key is still running or had another body."
+
+
+class NarratorUnavailable(ServiceUnavailable):
+    code = "narrator_unavailable"
+    message = "The narrator is unavailable; nothing was saved. Try the action again."
+
+
 class UnknownPlugin(ConfigError):
     """A plugin or provider named in the configuration does not exist."""
 

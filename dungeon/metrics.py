@@ -44,6 +44,31 @@ class Metrics:
             "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
             ["provider"], registry=r, multiprocess_mode="max")
 
+        self.session_lookups = Counter(
+            "dungeon_session_lookups", "Game lookups by outcome: hit (cache), found (database), "
+            "not_found, expired, conflict (a stale copy met a newer turn).", ["outcome"],
+            registry=r)
+        self.session_creations = Counter(
+            "dungeon_session_creations", "Games created, by outcome.", ["outcome"], registry=r)
+        self.session_load_seconds = Histogram(
+            "dungeon_session_load_seconds", "Time to load a game (cache or database).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r)
+        self.session_cache_hits = Counter(
+            "dungeon_session_cache_hits", "Game lookups answered by the cache.", registry=r)
+        self.session_cache_misses = Counter(
+            "dungeon_session_cache_misses", "Game lookups the cache could not answer.",
+            registry=r)
+        self.session_cache_size = Gauge(
+            "dungeon_session_cache_size", "Games held in the lookup cache.", registry=r,
+            multiprocess_mode="livesum")
+        self.narrator_attempts = Counter(
+            "dungeon_narrator_attempts", "Narrations by narrator and outcome.",
+            ["narrator", "outcome"], registry=r)
+        self.narrator_seconds = Histogram(
+            "dungeon_narrator_seconds", "Time to narrate one turn.", ["narrator"],
+            buckets=_LATENCY_BUCKETS, registry=r)
+
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Return the current value of one sample (0.0 when it has none yet)."""
         return self.registry.get_sample_value(name, labels or {}) or 0.0

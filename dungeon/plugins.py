@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PLUGINS = (
     "providers.openai_images",
     "providers.placeholder",
+    "dungeon.narrators.local",
+    "dungeon.narrators.openai",
 )
 
 

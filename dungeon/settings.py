@@ -168,6 +168,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BREAKER_AUTH_RESET_SECONDS", 900.0, "float",
             "How long a breaker stays open after an authentication, permission or quota error.",
             minimum=0),
+    Setting("IMAGE_WORKERS", 4, "int",
+            "Background threads per process generating turn images.", minimum=1),
+    Setting("IMAGE_QUEUE", 32, "int", "Turn images that may wait for a background thread; "
+            "beyond that a turn gets its placeholder at once.", minimum=0),
+    # --- games and sessions ---
+    Setting("SESSION_CACHE_SIZE", 10000, "int",
+            "Games kept in each process's lookup cache (0 disables the cache).", minimum=0),
+    Setting("SESSION_CACHE_TTL", 60.0, "float",
+            "Seconds a cached game is trusted before it is read again.", minimum=0),
+    Setting("SESSION_EXPIRY_DAYS", 30.0, "float",
+            "Days of inactivity after which a game is deleted (0: never).", minimum=0),
+    Setting("SESSION_TOUCH_SECONDS", 300.0, "float",
+            "Least time between two writes that push a game's expiry forward on reads.",
+            minimum=0),
+    Setting("RECENT_TURNS", 20, "int", "Turns returned with a game, most recent last.",
+            minimum=1),
+    Setting("IDEMPOTENCY_HOURS", 24.0, "float",
+            "How long an `Idempotency-Key` answer is kept for retries.", minimum=0.01),
+    Setting("TOKEN_TTL_HOURS", 720.0, "float", "Lifetime of a guest bearer token, in hours.",
+            minimum=0.01),
+    # --- narrators ---
+    Setting("NARRATOR", None, "str",
+            "Narrator plugin by name: `openai` or `local`. Unset: `openai` when an OpenAI key "
+            "is set, `local` otherwise."),
+    Setting("NARRATOR_MODEL", "gpt-5-mini", "str", "Chat Completions model of the `openai` "
+            "narrator."),
+    Setting("NARRATOR_TIMEOUT", 45.0, "float", "Read timeout of one narrator call, in seconds.",
+            minimum=0.1),
+    Setting("NARRATOR_RETRIES", 2, "int", "Retries of a failed narrator call.", minimum=0),
+    Setting("NARRATOR_CONTEXT_TURNS", 8, "int",
+            "Recent turns given to the narrator as context.", minimum=0),
     # --- OpenAI (also read unprefixed, as the OpenAI ecosystem does) ---
     Setting("OPENAI_API_KEY", None, "str", "OpenAI API key (also read from `OPENAI_API_KEY`).",
             secret=True),

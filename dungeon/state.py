@@ -8,9 +8,14 @@ from typing import Any
 import pluggy
 from flask import current_app
 
+from .auth import TokenSigner
+from .game.engine import GameEngine
+from .game.images import ImageJobs
 from .images.service import ImageService
 from .images.store import ImageStore
 from .metrics import Metrics
+from .sessions.idempotency import IdempotencyStore
+from .sessions.store import SessionStore
 
 
 @dataclass
@@ -24,7 +29,12 @@ class Dungeon:
     db: Any
     image_store: ImageStore
     images: ImageService
-    extras: dict[str, Any] = field(default_factory=dict)
+    sessions: SessionStore
+    jobs: ImageJobs
+    game: GameEngine
+    idempotency: IdempotencyStore
+    signer: TokenSigner
+    narrators: dict[str, Any] = field(default_factory=dict)
 
 
 def get_state() -> Dungeon:

@@ -56,6 +56,17 @@ def client(app):
     return app.test_client()
 
 
+def guest_headers(client):
+    """Return the Authorization header of a new guest user of ``client``'s app."""
+    token = client.post("/api/auth/guest").get_json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth(client):
+    return guest_headers(client)
+
+
 @pytest.fixture
 def log_lines(caplog):
     """Return a function giving every log line formatted as the service writes it."""

@@ -4,6 +4,7 @@ import pytest
 from flask import Blueprint
 
 from dungeon.errors import Conflict, DungeonError
+from tests.conftest import guest_headers
 
 
 def assert_error_shape(response, status, code=None):
@@ -62,7 +63,8 @@ ERROR_PATHS = [
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status", "code"), ERROR_PATHS)
 def test_every_error_path_has_the_one_shape(error_app, method, path, kwargs, status, code):
-    response = getattr(error_app.test_client(), method)(path, **kwargs)
+    client = error_app.test_client()
+    response = getattr(client, method)(path, headers=guest_headers(client), **kwargs)
     assert_error_shape(response, status, code)
 
 
@@ -76,9 +78,9 @@ def test_405_keeps_the_allow_header(error_app):
     assert "GET" in error_app.test_client().delete("/healthz").headers["Allow"]
 
 
-def test_validation_errors_name_each_field(client):
-    response = client.post("/api/images", json={"prompt": "", "genre": "western",
-                                                 "colour": "red"})
+def test_validation_errors_name_each_field(client, auth):
+    response = client.post("/api/images", headers=auth,
+                           json={"prompt": "", "genre": "western", "colour": "red"})
     details = assert_error_shape(response, 422)["error"]["details"]["fields"]
     assert details == {"prompt": "must not be empty", "style": "is required",
                        "genre": details["genre"], "colour": "unknown field"}

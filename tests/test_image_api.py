@@ -1,3 +1,4 @@
+from tests.conftest import guest_headers
 from tests.fakes import PNG, FakeProvider
 from tests.test_error_shape import assert_error_shape
 
@@ -6,8 +7,9 @@ BODY = {"prompt": "A neon alley in the rain", "genre": "cyberpunk", "style": "pi
 
 def test_post_runs_the_chain_and_returns_our_url(make_app):
     app = make_app({"IMAGE_PROVIDERS": "fake,placeholder"}, providers=[FakeProvider("fake")])
-    response = app.test_client().post("/api/images", json={**BODY, "aspect": "portrait",
-                                                           "quality": "high"})
+    client = app.test_client()
+    response = client.post("/api/images", headers=guest_headers(client),
+                           json={**BODY, "aspect": "portrait", "quality": "high"})
     assert response.status_code == 201
     image = response.json["image"]
     assert image["provider"] == "fake" and image["model"] == "fake-model"
@@ -20,7 +22,7 @@ def test_post_runs_the_chain_and_returns_our_url(make_app):
 def test_stored_image_is_served_with_strong_etag_and_immutable_cache(make_app):
     app = make_app({"IMAGE_PROVIDERS": "fake,placeholder"}, providers=[FakeProvider("fake")])
     client = app.test_client()
-    url = client.post("/api/images", json=BODY).json["image"]["url"]
+    url = client.post("/api/images", json=BODY, headers=guest_headers(client)).json["image"]["url"]
     response = client.get(url)
     assert response.status_code == 200 and response.data == PNG
     assert response.mimetype == "image/png"
@@ -29,8 +31,8 @@ def test_stored_image_is_served_with_strong_etag_and_immutable_cache(make_app):
     assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
-def test_if_none_match_gives_304_without_a_body(client):
-    url = client.post("/api/images", json=BODY).json["image"]["url"]
+def test_if_none_match_gives_304_without_a_body(client, auth):
+    url = client.post("/api/images", json=BODY, headers=auth).json["image"]["url"]
     etag = client.get(url).headers["ETag"]
     again = client.get(url, headers={"If-None-Match": f'"other", {etag}'})
     assert again.status_code == 304 and again.data == b""
@@ -43,8 +45,12 @@ def test_unknown_and_malformed_ids_are_json_404s(client):
     assert_error_shape(client.get("/api/images/{\"$gt\":\"\"}"), 404, "image_not_found")
 
 
-def test_placeholder_bytes_are_stored_once(client, app):
-    first = client.post("/api/images", json=BODY).json["image"]["image_id"]
-    second = client.post("/api/images", json=BODY).json["image"]["image_id"]
+def test_placeholder_bytes_are_stored_once(client, app, auth):
+    first = client.post("/api/images", json=BODY, headers=auth).json["image"]["image_id"]
+    second = client.post("/api/images", json=BODY, headers=auth).json["image"]["image_id"]
     assert first == second
     assert app.extensions["dungeon"].db["images.files"].count_documents({}) == 1
+
+
+def test_creating_images_needs_a_bearer_token(client):
+    assert_error_shape(client.post("/api/images", json=BODY), 401, "unauthorized")

@@ -11,7 +11,7 @@ from dungeon.errors import (
     RateLimited,
 )
 from dungeon.images.types import GeneratedImage, ImageRequest
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, guest_headers
 from tests.fakes import PNG, FakeProvider, openai_error
 
 URL = "https://api.openai.com/v1/images/generations"
@@ -63,8 +63,9 @@ def test_all_providers_failing_gives_the_placeholder_with_every_attempt(requests
 
 def test_all_failing_still_answers_201_over_http(requests_mock, openai_app):
     requests_mock.post(URL, **openai_error(503, "overloaded", type_="service_unavailable_error"))
-    response = openai_app().test_client().post(
-        "/api/images", json={"prompt": "a crypt", "genre": "horror", "style": "comic"})
+    client = openai_app().test_client()
+    response = client.post("/api/images", headers=guest_headers(client),
+                           json={"prompt": "a crypt", "genre": "horror", "style": "comic"})
     assert response.status_code == 201
     image = response.json["image"]
     assert image["placeholder"] is True and image["url"].startswith("/api/images/")
@@ -290,8 +291,9 @@ def test_the_api_key_never_reaches_logs_or_responses(requests_mock, openai_app, 
         *[openai_error(500, "boom", type_="server_error")] * 3])
     app = openai_app()
     client = app.test_client()
-    bodies = [client.post("/api/images", json={"prompt": "a tower", "genre": "fantasy",
-                                               "style": "comic"}).get_data(as_text=True),
+    bodies = [client.post("/api/images", headers=guest_headers(client),
+                          json={"prompt": "a tower", "genre": "fantasy",
+                                "style": "comic"}).get_data(as_text=True),
               client.get("/readyz").get_data(as_text=True),
               client.get("/metrics").get_data(as_text=True)]
     lines = log_lines()

@@ -21,7 +21,8 @@ def test_chain_records_attempts_requests_fallbacks_and_breaker_state(make_app):
     assert sample("dungeon_provider_circuit_state", {"provider": "down"}) == 2
 
 
-def test_metrics_endpoint_serves_prometheus_text(client):
-    client.post("/api/images", json={"prompt": "p", "genre": "fantasy", "style": "comic"})
+def test_metrics_endpoint_serves_prometheus_text(client, auth):
+    client.post("/api/images", headers=auth,
+                json={"prompt": "p", "genre": "fantasy", "style": "comic"})
     text = client.get("/metrics").get_data(as_text=True)
     assert 'dungeon_image_requests_total{result="placeholder"} 1.0' in text

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, url_for
 
+from ..auth import require_user
 from ..catalog import GENRES, STYLES
 from ..errors import ImageNotFound
+from ..game.images import valid_slot_id
 from ..state import get_state
 from ..validation import Text, json_body
 from .types import ASPECTS, QUALITIES, ImageRequest
@@ -20,6 +22,7 @@ IMAGE_SCHEMA = {
     "quality": Text(required=False, choices=QUALITIES),
 }
 CACHE_FOREVER = "public, max-age=31536000, immutable"
+PENDING_RETRY_SECONDS = 2
 
 
 def image_url(image_id: str) -> str:
@@ -30,6 +33,7 @@ def image_url(image_id: str) -> str:
 @bp.post("")
 def create_image():
     """Run the provider chain for a prompt and return the result with our URL (201)."""
+    require_user(get_state().signer)
     body = json_body(IMAGE_SCHEMA)
     result = get_state().images.generate(ImageRequest(**body))
     payload = {"image": {**result.to_dict(), "url": image_url(result.image_id)}}
@@ -38,8 +42,19 @@ def create_image():
 
 @bp.get("/<image_id>")
 def get_image(image_id: str):
-    """Serve a stored image with a strong ETag; 304 when the client already has it."""
-    image = get_state().image_store.get(image_id)
+    """Serve an image with a strong ETag (304 when the client has it); 202 while it is made.
+
+    ``image_id`` is either a stored image's content address or a turn image's
+    slot id, which names the image before it exists.
+    """
+    state = get_state()
+    if valid_slot_id(image_id):
+        slot = _slot(image_id)
+        if slot["status"] != "ready":
+            body = {"image": {"id": image_id, "status": slot["status"], "url": image_url(image_id)}}
+            return body, 202, {"Retry-After": str(PENDING_RETRY_SECONDS)}
+        image_id = slot["image_id"]
+    image = state.image_store.get(image_id)
     if image is None:
         raise ImageNotFound()
     etag = f'"{image.image_id}"'
@@ -47,6 +62,17 @@ def get_image(image_id: str):
     if _client_has(etag):
         return Response(status=304, headers=headers)
     return Response(image.data, mimetype=image.content_type, headers=headers)
+
+
+def _slot(slot_id: str) -> dict:
+    jobs = get_state().jobs
+    slot = jobs.find(slot_id)
+    if slot is None:
+        raise ImageNotFound()
+    if slot["status"] == "pending" and request.args.get("wait") == "image":
+        jobs.wait(slot_id, get_state().config["IMAGE_DEADLINE"] + 5)
+        slot = jobs.find(slot_id) or slot
+    return slot
 
 
 def _client_has(etag: str) -> bool:

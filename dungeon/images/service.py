@@ -214,6 +214,10 @@ class ImageService:
                            getattr(self.providers[name], "model", None), False,
                            image.revised_prompt, attempts)
 
+    def placeholder(self, request: ImageRequest) -> ImageResult:
+        """Return the placeholder for ``request`` at once, calling no provider."""
+        return self._placeholder(request, [])
+
     def _placeholder(self, request: ImageRequest, attempts: list[Attempt],
                      refused: list[str] | None = None) -> ImageResult:
         image = self.providers[PLACEHOLDER].generate(request, timeout=0)

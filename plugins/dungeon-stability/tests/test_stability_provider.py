@@ -86,8 +86,10 @@ def test_plugs_into_the_chain_from_configuration(requests_mock):
                       "STABILITY_API_KEY": "sk-stability-test",
                       "IMAGE_PROVIDERS": "stability-core,placeholder"},
                      mongo_client=mongomock.MongoClient())
-    response = app.test_client().post(
-        "/api/images", json={"prompt": "a tower", "genre": "fantasy", "style": "painterly"})
+    client = app.test_client()
+    token = client.post("/api/auth/guest").get_json()["token"]
+    response = client.post("/api/images", headers={"Authorization": f"Bearer {token}"},
+                           json={"prompt": "a tower", "genre": "fantasy", "style": "painterly"})
     assert response.status_code == 201
     assert response.json["image"]["provider"] == "stability-core"
     assert response.json["image"]["placeholder"] is False

@@ -1,0 +1,1 @@
+"""Narrators: plugins that write the story, turn by turn."""
