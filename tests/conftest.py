@@ -7,6 +7,7 @@ from dungeon import create_app
 from tests.fakes import FakeClock, ProvidersPlugin
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
+SIGNING_KEY = "test-signing-key-shared-by-every-test-app"
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,8 @@ def make_app(clock, mongo_client):
     """Build an app on the shared in-memory store, with fake time and the given providers."""
 
     def make(config=None, providers=(), plugins=(), **options):
-        settings = {"LOAD_ENTRYPOINTS": False, "TESTING": True, **(config or {})}
+        settings = {"LOAD_ENTRYPOINTS": False, "TESTING": True, "SECRET_KEY": SIGNING_KEY,
+                    **(config or {})}
         extra = list(plugins)
         if providers:
             extra.append(ProvidersPlugin(*providers))

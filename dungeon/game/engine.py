@@ -21,7 +21,7 @@ from .images import ImageJobs, turn_image
 
 log = logging.getLogger(__name__)
 
-COMMIT_ATTEMPTS = 3
+COMMIT_ATTEMPTS = 5
 
 
 class GameEngine:
@@ -127,10 +127,12 @@ class GameEngine:
         """Return a game and its most recent turns, consistent with each other."""
         session = self.store.load(user_id, session_id)
         turns = self.store.recent_turns(session_id, self.recent)
-        if turns and turns[-1]["n"] >= session["turn_count"]:
-            # Another process played a turn since this one cached the game.
+        if not turns or turns[-1]["n"] != session["turn_count"] - 1:
+            # The cached copy is behind: another process played a turn since
+            # (or deleted the game; every game has its opening turn).
             self.store.cache.invalidate((user_id, session_id))
             session = self.store.load(user_id, session_id)
+            turns = self.store.recent_turns(session_id, self.recent)
         return session, [self._fresh_image(turn) for turn in turns]
 
     def turns_before(self, user_id: str, session_id: str, before: int | None,

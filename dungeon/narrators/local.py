@@ -21,8 +21,8 @@ VERBS = {
     "take": ("take", "grab", "pick", "steal", "collect", "pocket", "loot"),
     "talk": ("talk", "ask", "say", "tell", "speak", "shout", "call", "greet", "whisper"),
     "fight": ("attack", "fight", "hit", "strike", "shoot", "stab", "kick", "punch", "kill"),
-    "use": ("use", "open", "light", "cast", "drink", "eat", "push", "pull", "turn", "unlock", "hack",
-            "repair", "throw", "wear"),
+    "use": ("use", "open", "light", "cast", "drink", "eat", "push", "pull", "turn", "unlock",
+            "hack", "repair", "throw", "wear"),
     "rest": ("wait", "rest", "sleep", "listen", "hide", "pray", "think", "breathe"),
 }
 

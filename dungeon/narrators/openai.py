@@ -66,7 +66,7 @@ class OpenAINarrator:
             raise NarratorUnavailable("The openai narrator needs an OpenAI API key.")
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=tenacity.wait_exponential_jitter(initial=0.5, max=8, jitter=0.25),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.25),
             retry=tenacity.retry_if_exception_type(_Transient), sleep=self.sleep, reraise=True)
         try:
             return retrying(self._call, self.messages(context))
