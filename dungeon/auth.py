@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 from flask import g, request
 
 from .errors import ConfigError, Unauthorized
@@ -38,6 +40,11 @@ class TokenSigner:
         elif len(key) < 32:
             raise ConfigError("SECRET_KEY: must be at least 32 characters")
         self._key = key
+        # Verifying a signature costs more than the rest of a cached game
+        # lookup; a verified token is remembered for a minute (never past its
+        # expiry).  Only successes are kept, so a bad token is always checked.
+        self._verified: TTLCache = TTLCache(maxsize=10000, ttl=60)
+        self._verified_lock = threading.Lock()
 
     def issue_guest(self, now: float | None = None) -> dict[str, Any]:
         """Return a new guest user id, a token for it and the token's expiry (Unix seconds)."""
@@ -48,8 +55,21 @@ class TokenSigner:
         return {"token": jwt.encode(claims, self._key, algorithm=ALGORITHM),
                 "user_id": user_id, "expires_at": expires}
 
-    def user_for(self, token: str) -> str:
+    def user_for(self, token: str, now: float | None = None) -> str:
         """Return the user id a valid token names, or raise Unauthorized."""
+        now = time.time() if now is None else now
+        with self._verified_lock:
+            known = self._verified.get(token)
+        if known is not None and known[1] > now:
+            return known[0]
+        user_id, expires = self._verify(token)
+        if expires <= now:
+            raise Unauthorized("The bearer token has expired.")
+        with self._verified_lock:
+            self._verified[token] = (user_id, expires)
+        return user_id
+
+    def _verify(self, token: str) -> tuple[str, float]:
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM],
                                 options={"require": ["sub", "exp", "iat"]})
@@ -60,7 +80,7 @@ class TokenSigner:
         user_id = claims["sub"]
         if not isinstance(user_id, str) or not USER_ID.match(user_id):
             raise Unauthorized("The bearer token is not valid.")
-        return user_id
+        return user_id, float(claims["exp"])
 
 
 def require_user(signer: TokenSigner) -> str:

@@ -257,3 +257,13 @@ def test_twenty_concurrent_actions_give_contiguous_unique_turns(make_app):
     assert loaded["game"]["turn_count"] == len(turns)
     assert sorted(t["action"] for t in turns[1:]) == sorted(
         {t["action"] for t in turns[1:]})  # no action saved twice
+
+
+def test_a_remembered_token_is_not_trusted_past_its_expiry(make_app):
+    from dungeon.errors import Unauthorized
+
+    signer = make_app({"TOKEN_TTL_HOURS": 1}).extensions["dungeon"].signer
+    issued = signer.issue_guest()
+    assert signer.user_for(issued["token"]) == issued["user_id"]  # verified and remembered
+    with pytest.raises(Unauthorized):
+        signer.user_for(issued["token"], now=issued["expires_at"] + 1)

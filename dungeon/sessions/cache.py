@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,9 @@ class SessionCache:
 
     cachetools caches are not thread-safe, and gthread workers serve requests
     on several threads, so every access takes the lock.  Copies go in and
-    come out, so no caller can change a cached document by accident.
+    come out, so no caller can change a cached document by accident; a
+    session document is flat (strings, numbers, datetimes, all immutable), so
+    a shallow copy is a full one.
     """
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic,
@@ -38,7 +39,7 @@ class SessionCache:
         callback = self._on_hit if document is not None else self._on_miss
         if callback is not None:
             callback()
-        return copy.deepcopy(document) if document is not None else None
+        return dict(document) if document is not None else None
 
     def put(self, key: Key, document: dict[str, Any]) -> None:
         """Store a copy of ``document`` unless the cache already holds a newer version."""
@@ -47,7 +48,7 @@ class SessionCache:
         with self._lock:
             current = self._cache.get(key)
             if current is None or current["version"] <= document["version"]:
-                self._cache[key] = copy.deepcopy(document)
+                self._cache[key] = dict(document)
 
     def invalidate(self, key: Key) -> None:
         """Forget ``key``."""
