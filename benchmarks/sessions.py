@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -133,7 +133,7 @@ def bench_http(seconds: float, clients: int) -> None:
 def bench_memory(games: int) -> None:
     from dungeon.sessions.cache import SessionCache
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def fill(maxsize: int) -> tuple[int, int]:
         tracemalloc.start()
