@@ -47,6 +47,9 @@ class Setting:
 def _to_str(value: Any, setting: Setting) -> str | None:
     if value is None:
         return None
+    # from_prefixed_env parses JSON literals: DUNGEON_MONGO_WRITE_CONCERN=1 arrives as 1.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, str):
         raise TypeError(f"must be text, got {type(value).__name__}")
     return value

@@ -64,3 +64,8 @@ def test_unknown_provider_error_lists_the_known_ones():
     with pytest.raises(ConfigError) as caught:
         create_app({"LOAD_ENTRYPOINTS": False, "IMAGE_PROVIDERS": "nope"})
     assert "known:" in str(caught.value) and "placeholder" in str(caught.value)
+
+
+def test_numeric_looking_text_settings_stay_text(monkeypatch, make_app):
+    monkeypatch.setenv("DUNGEON_MONGO_WRITE_CONCERN", "1")
+    assert make_app().config["MONGO_WRITE_CONCERN"] == "1"
