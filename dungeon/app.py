@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import db, errors, health, logs, metrics, requestid, settings
 from .auth import TokenSigner
@@ -21,6 +22,7 @@ from .images import api as images_api
 from .images.service import PLACEHOLDER, ImageService
 from .images.store import GridFSImageStore
 from .plugins import collect, make_plugin_manager
+from .ratelimit import RateLimiter
 from .sessions.idempotency import IdempotencyStore
 from .sessions.store import SessionStore
 from .state import Dungeon
@@ -44,11 +46,16 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     """
     app = Flask(__name__)
     app.config.update(load_config(app, config))
-    logs.configure(app.config["LOG_LEVEL"], secrets=_secrets(app.config))
+    logs.configure(app.config["LOG_LEVEL"], secrets=_secrets(app.config),
+                   style=app.config["LOG_FORMAT"])
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     requestid.init_app(app)
     errors.init_app(app)
     app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},
                                              store_options or {})
+    metrics.init_app(app, app.extensions["dungeon"].metrics)
     for blueprint in (health.bp, metrics.bp, images_api.bp, game_api.bp):
         app.register_blueprint(blueprint)
     return app
@@ -104,7 +111,8 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
         part.ensure_indexes()
     game = GameEngine(sessions, narrator, jobs, app_metrics, config)
     return Dungeon(config, pm, providers, app_metrics, database, image_store, images, sessions,
-                   jobs, game, keys, TokenSigner(config), narrators)
+                   jobs, game, keys, TokenSigner(config), RateLimiter(config, app_metrics),
+                   narrators)
 
 
 def _pick_narrator(config: Mapping[str, Any], narrators: Mapping[str, Any]):

@@ -14,6 +14,7 @@ import jwt
 from cachetools import TTLCache
 from flask import g, request
 
+from . import logs
 from .errors import ConfigError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -90,4 +91,5 @@ def require_user(signer: TokenSigner) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="dungeon"'})
     g.user_id = signer.user_for(token.strip())
+    logs.bind(user_id=g.user_id)
     return g.user_id

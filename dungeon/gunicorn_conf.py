@@ -1,12 +1,21 @@
 """gunicorn settings for the dungeon service; every value can be overridden by environment.
 
-Imported by gunicorn before any worker exists, so it reads only the
-environment and imports nothing of the application.
+gunicorn imports this before any worker exists.  Its first statements set
+``PROMETHEUS_MULTIPROC_DIR``: prometheus_client picks its way of storing
+values when it is first imported, and workers inherit that choice, so the
+variable must be set before anything imports it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+
+_METRICS_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "dungeon-metrics"))
+
+from dungeon.logs import gunicorn_logconfig  # noqa: E402 - after the variable above
 
 
 def _env(name: str, default: str) -> str:
@@ -41,4 +50,18 @@ preload_app = False  # each worker opens its own MongoDB connections after the f
 control_socket_disable = True
 accesslog = _env("DUNGEON_ACCESS_LOG", "-")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+logconfig_dict = gunicorn_logconfig(_env("DUNGEON_LOG_FORMAT", "json"))
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    """Start with an empty metrics directory: files of an earlier run would be summed in."""
+    shutil.rmtree(_METRICS_DIR, ignore_errors=True)
+    os.makedirs(_METRICS_DIR, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges; its counters stay, so totals never go back."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,74 +1,127 @@
-"""Log lines as one JSON object each, carrying the request id of the request that wrote them."""
+"""Log lines as one JSON object each, through structlog, for every logger in the process.
+
+The code logs with the standard library (``logging.getLogger(__name__)``,
+fields in ``extra=``); werkzeug, urllib3 and gunicorn do too.  One structlog
+``ProcessorFormatter`` renders all of them: time, level, logger, event, the
+fields, and the request context bound with ``bind`` (``request_id``,
+``user_id``, ``session_id``).
+"""
 
 from __future__ import annotations
 
-import contextvars
-import json
 import logging
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None)
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
 
+HANDLER_NAME = "dungeon"
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-_HANDLER_NAME = "dungeon-json"
+_STANDARD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime"}
+_SECRETS: list[str] = []  # process-wide like the logging system it guards
+
+
+def bind(**fields: Any) -> None:
+    """Add fields to every log line of the current request (and of work it hands on)."""
+    bind_contextvars(**fields)
+
+
+def new_context(**fields: Any) -> None:
+    """Start a fresh log context: gthread workers reuse threads between requests."""
+    clear_contextvars()
+    bind_contextvars(**fields)
 
 
 def _stamping_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
-    """Wrap a LogRecord factory so every record carries the current request id."""
+    """Wrap a LogRecord factory so each record carries the context it was logged in.
+
+    Stamping at creation, not at formatting, keeps the right ids on records
+    that are formatted later or on another thread.
+    """
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = base(*args, **kwargs)
-        record.request_id = request_id_var.get()
+        record._log_context = get_contextvars()
         return record
 
-    factory.stamps_request_id = True  # type: ignore[attr-defined]
+    factory.stamps_context = True  # type: ignore[attr-defined]
     return factory
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats a record as one line of JSON: time, level, logger, event and its fields.
-
-    Known secret values are masked in the finished line, a last guard for a
-    secret that reached a message through some library's exception text.
-    """
-
-    def __init__(self, secrets: tuple[str, ...] = ()):
-        super().__init__()
-        self.secrets = tuple(s for s in secrets if s and len(s) >= 8)
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items()
-                      if k not in _STANDARD and not k.startswith("_")})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, default=str)
-        for secret in self.secrets:
-            line = line.replace(secret, "****")
-        return line
+def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Replace any known secret found in a value: the last guard if one slipped into text."""
+    if not _SECRETS:
+        return event
+    for key, value in event.items():
+        if isinstance(value, str):
+            for secret in _SECRETS:
+                value = value.replace(secret, "****")
+            event[key] = value
+    return event
 
 
-def configure(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
-    """Send the root logger's output, as JSON lines, to standard error (once per process)."""
-    # A record factory rather than a handler filter: the id is taken when the
-    # line is logged, in the request's context, whatever handler writes it.
+def _record_fields(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Add a record's ``extra=`` fields, then the context it was logged in."""
+    record = event.get("_record")
+    if record is None:
+        return event
+    for key, value in vars(record).items():
+        if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+            event.setdefault(key, value)
+    for key, value in getattr(record, "_log_context", {}).items():
+        event.setdefault(key, value)
+    return event
+
+
+def _pre_chain() -> list[Callable]:
+    return [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        _record_fields,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+    ]
+
+
+def make_formatter(style: str = "json") -> logging.Formatter:
+    """Return the formatter for all log lines: ``json`` (one object a line) or ``console``."""
+    renderer = (structlog.processors.JSONRenderer(default=str) if style == "json"
+                else structlog.dev.ConsoleRenderer(colors=False))
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_pre_chain(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, _mask_secrets, renderer])
+
+
+def configure(level: str = "INFO", secrets: Iterable[str] = (), style: str = "json") -> None:
+    """Send every logger's output through one formatter to standard error (once per process)."""
+    _SECRETS[:] = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
     current = logging.getLogRecordFactory()
-    if not getattr(current, "stamps_request_id", False):
+    if not getattr(current, "stamps_context", False):
         logging.setLogRecordFactory(_stamping_factory(current))
     root = logging.getLogger()
     root.setLevel(level.upper())
-    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
+    handler = next((h for h in root.handlers if h.get_name() == HANDLER_NAME), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.set_name(_HANDLER_NAME)
+        handler.set_name(HANDLER_NAME)
         root.addHandler(handler)
-    handler.setFormatter(JsonFormatter(secrets))
+    handler.setFormatter(make_formatter(style))
+
+
+def gunicorn_logconfig(style: str = "json") -> Mapping[str, Any]:
+    """Return gunicorn's ``logconfig_dict``: its error and access logs in the same format."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"dungeon": {"()": make_formatter, "style": style}},
+        "handlers": {HANDLER_NAME: {"class": "logging.StreamHandler", "formatter": "dungeon",
+                                    "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": [HANDLER_NAME]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        },
+    }

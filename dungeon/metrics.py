@@ -6,7 +6,10 @@ Each app gets its own ``CollectorRegistry`` so that apps built side by side
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+import os
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,6 +17,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 bp = Blueprint("metrics", __name__)
@@ -62,6 +66,22 @@ class Metrics:
         self.session_cache_size = Gauge(
             "dungeon_session_cache_size", "Games held in the lookup cache.", registry=r,
             multiprocess_mode="livesum")
+        self.rate_limit_rejections = Counter(
+            "dungeon_rate_limit_rejections", "Requests refused with 429, by scope.",
+            ["scope"], registry=r)
+        self.http_requests = Counter(
+            "dungeon_http_requests", "HTTP requests by method, route rule and status.",
+            ["method", "route", "status"], registry=r)
+        self.http_request_seconds = Histogram(
+            "dungeon_http_request_seconds", "HTTP request duration by method and route rule.",
+            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.model_shutdown = Gauge(
+            "dungeon_provider_model_shutdown_timestamp_seconds",
+            "Announced shutdown time of each configured provider's model (Unix seconds).",
+            ["provider", "model"], registry=r, multiprocess_mode="max")
+        self.provider_disabled = Gauge(
+            "dungeon_provider_disabled", "1 when a provider was disabled (its model is gone).",
+            ["provider"], registry=r, multiprocess_mode="max")
         self.narrator_attempts = Counter(
             "dungeon_narrator_attempts", "Narrations by narrator and outcome.",
             ["narrator", "outcome"], registry=r)
@@ -79,7 +99,40 @@ def get_metrics() -> Metrics:
     return current_app.extensions["dungeon"].metrics
 
 
+def scrape_registry(metrics: Metrics) -> CollectorRegistry:
+    """Return the registry a scrape reads.
+
+    Under gunicorn with several workers (``PROMETHEUS_MULTIPROC_DIR`` set),
+    each worker writes its values to files; a fresh registry per scrape
+    collects every worker's, so any worker answers with the totals.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return metrics.registry
+
+
 @bp.get("/metrics")
 def metrics_view():
-    """Expose the application's metrics in Prometheus text format."""
-    return Response(generate_latest(get_metrics().registry), mimetype=CONTENT_TYPE_LATEST)
+    """Expose the metrics in Prometheus text format."""
+    registry = scrape_registry(get_metrics())
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask, metrics: Metrics) -> None:
+    """Count every request by method, route rule (never the raw path) and status."""
+
+    @app.before_request
+    def start_timer():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def record_request(response):
+        started = g.pop("metrics_started", None)
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        if started is not None:
+            metrics.http_request_seconds.labels(request.method, route).observe(
+                time.perf_counter() - started)
+        return response

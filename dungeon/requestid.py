@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, g, request
 
-from .logs import request_id_var
+from . import logs
 
 HEADER = "X-Request-ID"
 _SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -26,7 +26,11 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
         g.request_id = pick_request_id(request.headers.get(HEADER))
-        g.request_id_token = request_id_var.set(g.request_id)
+        logs.new_context(request_id=g.request_id)
+
+    @app.teardown_request
+    def end_log_context(_exc=None):
+        logs.new_context()
 
     @app.after_request
     def echo_request_id(response):
@@ -34,9 +38,3 @@ def init_app(app: Flask) -> None:
             g.request_id = pick_request_id(request.headers.get(HEADER))
         response.headers[HEADER] = g.request_id
         return response
-
-    @app.teardown_request
-    def clear_request_id(_exc=None):
-        token = g.pop("request_id_token", None)
-        if token is not None:
-            request_id_var.reset(token)

@@ -121,6 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
             "used, with a warning, when unset outside production.", secret=True),
     Setting("LOG_LEVEL", "INFO", "choice", "Lowest level of log line written.",
             choices=("debug", "info", "warning", "error")),
+    Setting("LOG_FORMAT", "json", "choice", "Log line format: json (one object a line) or "
+            "console (for a developer's terminal).", choices=("json", "console")),
     Setting("MAX_CONTENT_LENGTH", 65536, "int", "Largest request body accepted, in bytes.",
             minimum=1024),
     # --- plugins ---
@@ -191,6 +193,18 @@ SETTINGS: tuple[Setting, ...] = (
             "How long an `Idempotency-Key` answer is kept for retries.", minimum=0.01),
     Setting("TOKEN_TTL_HOURS", 720.0, "float", "Lifetime of a guest bearer token, in hours.",
             minimum=0.01),
+    # --- request limits ---
+    Setting("RATE_LIMIT_GUESTS", "30/hour", "str",
+            "Guest accounts one client address may create (empty: no limit)."),
+    Setting("RATE_LIMIT_GAMES", "20/hour", "str", "Games one user may start (empty: no limit)."),
+    Setting("RATE_LIMIT_ACTIONS", "30/minute", "str",
+            "Actions one user may play (empty: no limit)."),
+    Setting("RATE_LIMIT_IMAGES", "10/minute", "str",
+            "Image requests and image retries one user may make (empty: no limit)."),
+    Setting("RATE_LIMIT_STORAGE", "memory://", "str", "Where limits are counted: `memory://` "
+            "(per process) or a `mongodb://` URI (shared; MongoDB 4.2+).", secret=True),
+    Setting("PROXY_HOPS", 0, "int", "Proxies in front of the service whose X-Forwarded-For "
+            "and X-Forwarded-Proto are trusted (1 behind one load balancer).", minimum=0),
     # --- narrators ---
     Setting("NARRATOR", None, "str",
             "Narrator plugin by name: `openai` or `local`. Unset: `openai` when an OpenAI key "

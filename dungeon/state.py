@@ -14,6 +14,7 @@ from .game.images import ImageJobs
 from .images.service import ImageService
 from .images.store import ImageStore
 from .metrics import Metrics
+from .ratelimit import RateLimiter
 from .sessions.idempotency import IdempotencyStore
 from .sessions.store import SessionStore
 
@@ -34,6 +35,7 @@ class Dungeon:
     game: GameEngine
     idempotency: IdempotencyStore
     signer: TokenSigner
+    limiter: RateLimiter
     narrators: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,4 +1,8 @@
-"""Print the README's configuration table from dungeon.settings.SETTINGS."""
+"""Write the README's configuration table from dungeon.settings.SETTINGS.
+
+    python scripts/settings_table.py            # print the table
+    python scripts/settings_table.py --write    # replace the table in README.md
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,22 @@ def _default(value) -> str:
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
 
+def table() -> str:
+    """Return the configuration table in Markdown."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `DUNGEON_{s.name}` | {_default(s.default)} | {s.help} |" for s in SETTINGS]
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
-    print("| variable | default | meaning |")
-    print("|---|---|---|")
-    for setting in SETTINGS:
-        print(f"| `DUNGEON_{setting.name}` | {_default(setting.default)} | {setting.help} |")
+    if "--write" not in sys.argv:
+        print(table(), end="")
+        return
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    start = text.index("| variable | default | meaning |")
+    end = text.index("\n\n", start) + 1
+    readme.write_text(text[:start] + table() + text[end:])
 
 
 if __name__ == "__main__":

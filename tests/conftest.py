@@ -72,10 +72,10 @@ def auth(client):
 @pytest.fixture
 def log_lines(caplog):
     """Return a function giving every log line formatted as the service writes it."""
-    from dungeon.logs import JsonFormatter
+    from dungeon.logs import make_formatter
 
     caplog.set_level(logging.DEBUG)
-    formatter = JsonFormatter()
+    formatter = make_formatter("json")
 
     def lines():
         return [formatter.format(record) for record in caplog.records]

@@ -301,10 +301,12 @@ def test_the_api_key_never_reaches_logs_or_responses(requests_mock, openai_app, 
     assert not [text for text in bodies + lines if API_KEY in text]
 
 
-def test_the_log_formatter_masks_known_secrets_as_a_last_guard():
+def test_the_log_formatter_masks_known_secrets_as_a_last_guard(make_app):
     import logging
 
-    from dungeon.logs import JsonFormatter
+    from dungeon.logs import make_formatter
 
+    make_app({"OPENAI_API_KEY": API_KEY})  # configures logging with the app's secrets
     record = logging.LogRecord("x", logging.ERROR, "", 0, "boom %s", (API_KEY,), None)
-    assert API_KEY not in JsonFormatter(secrets=(API_KEY,)).format(record)
+    line = make_formatter("json").format(record)
+    assert API_KEY not in line and "boom ****" in line

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, g, request
 
-from .. import catalog
+from .. import catalog, logs
 from ..auth import require_user
 from ..errors import ValidationFailed
 from ..images.api import image_url
@@ -42,11 +42,19 @@ def get_catalog():
 @bp.post("/auth/guest")
 def create_guest():
     """Make a new guest user and return a bearer token for it."""
+    get_state().limiter.check("guests", request.remote_addr or "unknown")
     issued = get_state().signer.issue_guest()
     return {**issued, "token_type": "Bearer"}, 201
 
 
 # --- games ---------------------------------------------------------------------
+
+@bp.url_value_preprocessor
+def bind_session_id(_endpoint, values):
+    """Put the game's id on every log line of a request about one game."""
+    if values and "session_id" in values:
+        logs.bind(session_id=str(values["session_id"])[:64])
+
 
 @bp.before_request
 def authenticate():
@@ -59,6 +67,7 @@ def authenticate():
 @bp.post("/games")
 def create_game():
     """Start an adventure; the opening passage is turn 0."""
+    get_state().limiter.check("games", g.user_id)
     body = json_body(CREATE_SCHEMA)
 
     def run():
@@ -101,6 +110,7 @@ def get_turns(session_id: str):
 @bp.post("/games/<session_id>/actions")
 def take_action(session_id: str):
     """Play the player's action as the next turn."""
+    get_state().limiter.check("actions", g.user_id)
     body = json_body(ACTION_SCHEMA)
 
     def run():
@@ -114,6 +124,7 @@ def take_action(session_id: str):
 @bp.post("/games/<session_id>/turns/<int:n>/image")
 def retry_turn_image(session_id: str, n: int):
     """Ask again for a turn's image when it ended as a placeholder."""
+    get_state().limiter.check("images", g.user_id)
     turn = _engine().retry_image(g.user_id, session_id, n)
     _maybe_wait([turn])
     return {"turn": turn_json(_reread([turn])[0])}, 202

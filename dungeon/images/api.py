@@ -33,7 +33,8 @@ def image_url(image_id: str) -> str:
 @bp.post("")
 def create_image():
     """Run the provider chain for a prompt and return the result with our URL (201)."""
-    require_user(get_state().signer)
+    user_id = require_user(get_state().signer)
+    get_state().limiter.check("images", user_id)
     body = json_body(IMAGE_SCHEMA)
     result = get_state().images.generate(ImageRequest(**body))
     payload = {"image": {**result.to_dict(), "url": image_url(result.image_id)}}

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -66,6 +67,12 @@ class ImageService:
         self.session = session or requests.Session()
         self.disabled: dict[str, str] = {}
         self.breakers = {name: self._make_breaker(name) for name in self.order}
+        for name in self.order:
+            shutdown = getattr(self.providers[name], "shutdown_date", None)
+            if shutdown is not None:
+                moment = datetime.combine(shutdown, datetime.min.time(), tzinfo=UTC)
+                metrics.model_shutdown.labels(name, self.providers[name].model).set(
+                    moment.timestamp())
 
     def _make_breaker(self, name: str) -> CircuitBreaker:
         gauge = self.metrics.circuit_state.labels(name)
@@ -161,6 +168,7 @@ class ImageService:
                 started: float, request: ImageRequest, attempts: list[Attempt]) -> None:
         if isinstance(exc, ModelGone):
             self.disabled[name] = exc.message
+            self.metrics.provider_disabled.labels(name).set(1)
             log.error("provider %s disabled: model %s is gone", name, model)
         if isinstance(exc, ProviderAuthError):
             breaker.record_failure(open_for=self.config["BREAKER_AUTH_RESET_SECONDS"])

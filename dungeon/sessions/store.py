@@ -110,6 +110,12 @@ class SessionStore:
     def load(self, user_id: str, session_id: str) -> dict[str, Any]:
         """Return the game ``session_id`` of ``user_id``, or raise SessionNotFound."""
         started = time.perf_counter()
+        try:
+            return self._load(user_id, session_id)
+        finally:
+            self.metrics.session_load_seconds.observe(time.perf_counter() - started)
+
+    def _load(self, user_id: str, session_id: str) -> dict[str, Any]:
         if not valid_session_id(session_id):
             self._lookup("not_found")
             log.info("session lookup refused: malformed id", extra={"user_id": user_id})
@@ -124,7 +130,6 @@ class SessionStore:
             self._miss("expired", user_id, session_id)
         document = self._touch(document, now)
         self._lookup(outcome)
-        self.metrics.session_load_seconds.observe(time.perf_counter() - started)
         return document
 
     def _load_from_db(self, user_id: str, session_id: str) -> dict[str, Any]:
