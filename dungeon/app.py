@@ -107,12 +107,12 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
         sessions.update_turn_image(slot["session_id"], slot["n"], slot["_id"], turn_image(slot))))
     keys = IdempotencyStore(database.get_collection("idempotency_keys"),
                             config["IDEMPOTENCY_HOURS"], now)
-    for part in (sessions, jobs, keys):
-        part.ensure_indexes()
+    indexes = db.IndexSetup((sessions, jobs, keys))
+    indexes.ensure()
     game = GameEngine(sessions, narrator, jobs, app_metrics, config)
     return Dungeon(config, pm, providers, app_metrics, database, image_store, images, sessions,
                    jobs, game, keys, TokenSigner(config), RateLimiter(config, app_metrics),
-                   narrators)
+                   indexes, narrators)
 
 
 def _pick_narrator(config: Mapping[str, Any], narrators: Mapping[str, Any]):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any
 
 import mongomock
 import mongomock.gridfs
 from flask import Flask
 from flask_pymongo import PyMongo
+from pymongo.errors import PyMongoError
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,39 @@ def _mongodb(app: Flask):
                     appname="dungeon")
     app.extensions["pymongo"] = mongo
     return mongo.db if mongo.db is not None else mongo.cx[config["MONGO_DB"]]
+
+
+class IndexSetup:
+    """Creates the store's indexes at start-up, and again later if the store was unreachable.
+
+    A database that is down while the service starts must not stop it from
+    starting (the readiness check reports it); but no game is written before
+    the unique turn index exists, since it is what keeps turns from colliding.
+    """
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.ready = False
+        self._lock = threading.Lock()
+
+    def ensure(self) -> bool:
+        """Create every index not yet created; return True once all exist."""
+        if self.ready:
+            return True
+        with self._lock:
+            if not self.ready:
+                try:
+                    for part in self.parts:
+                        part.ensure_indexes()
+                    self.ready = True
+                except PyMongoError as exc:
+                    log.error("store indexes not created yet: %s", type(exc).__name__)
+        return self.ready
+
+    def require(self) -> None:
+        """Raise StoreUnavailable unless the indexes exist."""
+        if not self.ensure():
+            raise StoreUnavailable(headers={"Retry-After": "2"})
 
 
 def ping(database) -> None:

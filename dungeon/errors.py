@@ -15,6 +15,13 @@ import re
 from typing import Any
 
 from flask import Flask, g, jsonify
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    PyMongoError,
+    WriteConcernError,
+    WTimeoutError,
+)
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,11 @@ class SessionConflict(Conflict):
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
     message = "A request with this Idempotency-Key is still running or had another body."
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store_unavailable"
+    message = "Saved games are unreachable for a moment; nothing was changed. Try again."
 
 
 class NarratorUnavailable(ServiceUnavailable):
@@ -255,7 +267,19 @@ def handle_http_exception(exc: HTTPException):
     return response, exc.code or 500
 
 
+def handle_store_error(exc: PyMongoError):
+    """A database that cannot be reached or cannot confirm a write: 503, not a crash.
+
+    A write whose confirmation timed out may still have been applied; the
+    client retries with the same Idempotency-Key and gets one result either way.
+    """
+    log.error("store unavailable: %s", type(exc).__name__)
+    return handle_dungeon_error(StoreUnavailable(headers={"Retry-After": "2"}))
+
+
 def init_app(app: Flask) -> None:
     """Register the JSON error handlers on ``app``."""
     app.register_error_handler(DungeonError, handle_dungeon_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    for error in (ConnectionFailure, WTimeoutError, WriteConcernError, ExecutionTimeout):
+        app.register_error_handler(error, handle_store_error)

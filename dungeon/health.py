@@ -29,6 +29,8 @@ def readyz():
     """
     state = get_state()
     store = _check_store(state.db)
+    if store["ok"] and not state.indexes.ensure():
+        store = {**store, "ok": False, "error": "indexes not created"}
     body = {"status": "ready" if store["ok"] else "unavailable",
             "checks": {"store": store, "image_providers": state.images.status()}}
     return body, 200 if store["ok"] else 503

@@ -9,6 +9,7 @@ import pluggy
 from flask import current_app
 
 from .auth import TokenSigner
+from .db import IndexSetup
 from .game.engine import GameEngine
 from .game.images import ImageJobs
 from .images.service import ImageService
@@ -36,6 +37,7 @@ class Dungeon:
     idempotency: IdempotencyStore
     signer: TokenSigner
     limiter: RateLimiter
+    indexes: IndexSetup
     narrators: dict[str, Any] = field(default_factory=dict)
 
 

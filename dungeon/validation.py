@@ -40,14 +40,22 @@ class Text:
 
 
 def has_control_characters(value: str, allow_newlines: bool = False) -> bool:
-    """Return True if ``value`` holds control or invisible formatting characters."""
+    """Return True if ``value`` holds control, invisible formatting or lone surrogate characters.
+
+    Lone surrogates (category Cs) arrive through JSON escapes like ``\\ud800``
+    and cannot be stored: they are refused here rather than failing a write.
+    """
     allowed = "\n\t" if allow_newlines else ""
-    return any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in allowed for ch in value)
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") and ch not in allowed
+               for ch in value)
 
 
 def json_body(schema: Mapping[str, Text]) -> dict[str, Any]:
     """Return the request's JSON object checked against ``schema``, or raise with field details."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # "[[[[..." nested past the parser's depth
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object (Content-Type: application/json).")
     errors = {name: "unknown field" for name in body if name not in schema}

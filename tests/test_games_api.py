@@ -267,3 +267,18 @@ def test_a_remembered_token_is_not_trusted_past_its_expiry(make_app):
     assert signer.user_for(issued["token"]) == issued["user_id"]  # verified and remembered
     with pytest.raises(Unauthorized):
         signer.user_for(issued["token"], now=issued["expires_at"] + 1)
+
+
+@pytest.mark.parametrize("data", ["[" * 60000, '{"genre": "fantasy", "style": "comic", '
+                                               '"title": "\\ud800"}', "\x00", "{}" * 3])
+def test_hostile_bodies_get_a_clear_4xx_never_a_500(client, auth, data):
+    response = client.post("/api/games", data=data, content_type="application/json",
+                           headers=auth)
+    assert response.status_code in (400, 422)
+    assert_error_shape(response, response.status_code)
+
+
+def test_an_absurd_turn_number_is_not_found(client, auth, game):
+    game_id = game["game"]["id"]
+    response = client.post(f"/api/games/{game_id}/turns/{10**30}/image", headers=auth)
+    assert_error_shape(response, 404)

@@ -31,3 +31,43 @@ def test_readyz_is_503_when_the_store_is_down(make_app):
     assert response.json["status"] == "unavailable"
     assert response.json["checks"]["store"] == {"ok": False,
                                                 "error": "ServerSelectionTimeoutError"}
+
+
+def test_a_store_down_at_start_does_not_stop_the_app_and_blocks_writes(make_app, monkeypatch):
+    from dungeon.sessions.store import SessionStore
+
+    server = {"up": False}
+    real = SessionStore.ensure_indexes
+
+    def ensure_indexes(self):
+        if not server["up"]:
+            raise ServerSelectionTimeoutError("no servers available")
+        return real(self)
+
+    monkeypatch.setattr(SessionStore, "ensure_indexes", ensure_indexes)
+    app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    client = app.test_client()
+    auth = {"Authorization": "Bearer " + client.post("/api/auth/guest").json["token"]}
+    body = {"genre": "fantasy", "style": "comic"}
+    response = client.post("/api/games", headers=auth, json=body)
+    assert response.status_code == 503 and response.json["error"]["code"] == "store_unavailable"
+    assert client.get("/readyz").status_code == 503
+    server["up"] = True
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/api/games", headers=auth, json=body).status_code == 201
+
+
+def test_an_unreachable_store_during_a_request_is_a_503(make_app, monkeypatch):
+    app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = app.test_client()
+    auth = {"Authorization": "Bearer " + client.post("/api/auth/guest").json["token"]}
+    store = app.extensions["dungeon"].sessions
+
+    def down(*args, **kwargs):
+        raise ServerSelectionTimeoutError("no servers available")
+
+    monkeypatch.setattr(store, "list_games", down)
+    response = client.get("/api/games", headers=auth)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert response.json["error"]["code"] == "store_unavailable"

@@ -62,6 +62,8 @@ def authenticate():
     if request.endpoint and request.endpoint.split(".")[-1] in _PUBLIC:
         return
     require_user(get_state().signer)
+    if request.method != "GET":
+        get_state().indexes.require()
 
 
 @bp.post("/games")

@@ -22,6 +22,7 @@ from .images import ImageJobs, turn_image
 log = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 5
+MAX_TURN = 10**9  # beyond any real game, and within what MongoDB integers hold
 
 
 class GameEngine:
@@ -160,6 +161,8 @@ class GameEngine:
     def retry_image(self, user_id: str, session_id: str, n: int) -> dict[str, Any]:
         """Ask again for the image of turn ``n`` when it ended as a placeholder."""
         self.store.load(user_id, session_id)
+        if n > MAX_TURN:
+            raise NotFound(f"Turn {n} does not exist in this game.")
         turns = self.store.recent_turns(session_id, 1, before=n + 1)
         if not turns or turns[0]["n"] != n:
             raise NotFound(f"Turn {n} does not exist in this game.")
