@@ -131,7 +131,7 @@ def quiet_json_logs():
     from dungeon import logs
 
     logs.configure("INFO")
-    handler = next(h for h in logging.getLogger().handlers if h.get_name() == "dungeon-json")
+    handler = next(h for h in logging.getLogger().handlers if h.get_name() == logs.HANDLER_NAME)
     handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
 
 

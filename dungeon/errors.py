@@ -53,69 +53,101 @@ class ConfigError(DungeonError):
 
 
 class BadRequest(DungeonError):
+    """400: the request is malformed (a body that is not a JSON object, say)."""
+
     status = 400
     code = "bad_request"
     message = "The request could not be understood."
 
 
 class ValidationFailed(DungeonError):
+    """422: the body or query parsed but breaks the rules; ``details`` names each field."""
+
     status = 422
     code = "validation_failed"
     message = "The request body is not valid."
 
 
 class Unauthorized(DungeonError):
+    """401: no bearer token, or one that is invalid or expired."""
+
     status = 401
     code = "unauthorized"
     message = "A valid bearer token is required."
 
 
 class NotFound(DungeonError):
+    """404: nothing at this address."""
+
     status = 404
     code = "not_found"
     message = "Nothing is here."
 
 
 class ImageNotFound(NotFound):
+    """404: no image, stored or on its way, has this id."""
+
     code = "image_not_found"
     message = "No image has this id."
 
 
 class Conflict(DungeonError):
+    """409: the request conflicts with the current state."""
+
     status = 409
     code = "conflict"
     message = "The request conflicts with the current state."
 
 
 class ServiceUnavailable(DungeonError):
+    """503: a dependency failed; retrying later may succeed."""
+
     status = 503
     code = "service_unavailable"
     message = "A dependency is unavailable; try again shortly."
 
 
 class SessionNotFound(NotFound):
+    """404 for a game that does not exist, expired, or belongs to someone else."""
+
     code = "session_not_found"
     message = "No game with this id."
 
 
 class SessionConflict(Conflict):
+    """409: a newer turn was saved by another request; nothing was written."""
+
     code = "session_conflict"
     message = "The game changed while this request ran; load it again and retry."
 
 
 class IdempotencyConflict(Conflict):
+    """409: the Idempotency-Key is in use by a running or a different request."""
+
     code = "idempotency_conflict"
     message = "A request with this Idempotency-Key is still running or had another body."
 
 
 class StoreUnavailable(ServiceUnavailable):
+    """503: MongoDB could not be reached or could not confirm a write."""
+
     code = "store_unavailable"
     message = "Saved games are unreachable for a moment; nothing was changed. Try again."
 
 
 class NarratorUnavailable(ServiceUnavailable):
+    """503: the narrator failed; the turn was not saved."""
+
     code = "narrator_unavailable"
     message = "The narrator is unavailable; nothing was saved. Try the action again."
+
+
+class TooManyRequests(DungeonError):
+    """429: a per-user request limit was reached; ``Retry-After`` says when to retry."""
+
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests; slow down and retry later."
 
 
 class UnknownPlugin(ConfigError):

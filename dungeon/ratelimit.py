@@ -19,18 +19,12 @@ import limits
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from .errors import ConfigError, DungeonError
+from .errors import ConfigError, TooManyRequests
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 SCOPES = ("guests", "games", "actions", "images")
-
-
-class TooManyRequests(DungeonError):
-    status = 429
-    code = "rate_limited"
-    message = "Too many requests; slow down and retry later."
 
 
 class RateLimiter:

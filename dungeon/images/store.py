@@ -31,9 +31,11 @@ class StoredImage:
 class ImageStore(Protocol):
     """What the service needs from image storage."""
 
-    def put(self, data: bytes, content_type: str) -> str: ...
+    def put(self, data: bytes, content_type: str) -> str:
+        """Store ``data`` (idempotently) and return its id."""
 
-    def get(self, image_id: str) -> StoredImage | None: ...
+    def get(self, image_id: str) -> StoredImage | None:
+        """Return the image with ``image_id``, or None."""
 
 
 def image_id_for(data: bytes) -> str:

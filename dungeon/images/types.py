@@ -47,7 +47,8 @@ class ImageProvider(Protocol):
 
     name: str
 
-    def generate(self, request: ImageRequest, timeout: float) -> GeneratedImage: ...
+    def generate(self, request: ImageRequest, timeout: float) -> GeneratedImage:
+        """Make one image for ``request`` within ``timeout`` seconds, or raise ProviderError."""
 
 
 def describe(provider: object) -> dict[str, object]:

@@ -44,4 +44,5 @@ class Narrator(Protocol):
 
     name: str
 
-    def narrate(self, context: NarrationContext) -> Narration: ...
+    def narrate(self, context: NarrationContext) -> Narration:
+        """Write the next passage for ``context``, or raise NarratorUnavailable."""
