@@ -282,3 +282,23 @@ def test_an_absurd_turn_number_is_not_found(client, auth, game):
     game_id = game["game"]["id"]
     response = client.post(f"/api/games/{game_id}/turns/{10**30}/image", headers=auth)
     assert_error_shape(response, 404)
+
+
+def test_no_secret_reaches_a_log_line_over_a_whole_game(make_app, log_lines):
+    from tests.conftest import API_KEY, SIGNING_KEY
+
+    app = make_app({"IMAGE_PROVIDERS": "gpt-image-2,placeholder", "OPENAI_API_KEY": API_KEY,
+                    "NARRATOR": "local", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                    "IMAGE_RETRIES": 0})
+    client = app.test_client()
+    token = client.post("/api/auth/guest").json["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    game_id = client.post("/api/games?wait=image", headers=auth,
+                          json={"genre": "horror", "style": "comic"}).json["game"]["id"]
+    client.post(f"/api/games/{game_id}/actions?wait=image", headers=auth,
+                json={"action": "scream"})
+    client.get(f"/api/games/{game_id}", headers={"Authorization": "Bearer " + token[:-3]})
+    lines = log_lines()
+    assert any("image attempt failed" in line for line in lines)  # the failing path ran
+    for secret in (API_KEY, SIGNING_KEY, token):
+        assert not [line for line in lines if secret in line]

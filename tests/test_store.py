@@ -233,3 +233,17 @@ def test_indexes_are_created_idempotently(make_store, database):
 def test_writes_use_majority_with_journal_by_default(make_store):
     concern = make_store().sessions.write_concern.document
     assert concern["w"] == "majority" and concern["j"] is True
+
+
+def test_turns_always_outlive_their_game(make_store, database, now):
+    # Loads never write here, so each turn's own commit pushes the expiries.
+    store = make_store(SESSION_EXPIRY_DAYS=30, SESSION_TOUCH_SECONDS=10**9)
+    game = new_game(store)
+    for _ in range(3):
+        now.advance(days=9)  # past the weekly step, so turn expiries are pushed
+        session = store.load("u_alice", game["_id"])
+        store.commit_turn(session, {"action": "on", "narration": "n"})
+    session = store.load("u_alice", game["_id"])
+    expiries = [t["expires_at"] for t in database["turns"].find({"session_id": game["_id"]})]
+    assert len(expiries) == 4
+    assert min(expiries) >= session["expires_at"]

@@ -209,8 +209,8 @@ class SessionStore:
         expiry = self._expiry_fields(now, session)
         try:
             self.turns.insert_one({**turn, "session_id": session["_id"], "n": n,
-                                   "created_at": now, "expires_at": session.get(
-                                       "turns_expire_at") or expiry.get("turns_expire_at")})
+                                   "created_at": now, "expires_at": expiry.get(
+                                       "turns_expire_at", session.get("turns_expire_at"))})
         except DuplicateKeyError:
             self.cache.invalidate(_key(session))
             self._lookup("conflict")
