@@ -123,6 +123,32 @@ OUTCOMES = {
               "For a moment nothing happens. Then {threat} stirs nearby."],
 }
 
+# Each game draws one quest from its genre, by its seed, and keeps it.
+QUESTS = {
+    "fantasy": ["recover the stolen crown of Eldmoor", "find the dragon that burned your village",
+                "carry a sealed letter to the queen before the new moon"],
+    "scifi": ["restore power before the station's orbit decays",
+              "find out why the crew went silent", "reach the escape pods on deck nine"],
+    "horror": ["leave the house before midnight", "learn what happened to your sister",
+               "break the curse on the Whitlock family"],
+    "mystery": ["find out who killed the councilman", "recover the missing ledger",
+                "clear your partner's name before the trial"],
+    "cyberpunk": ["steal the prototype from the Lin-Sato tower",
+                  "find the netrunner who sold you out", "get the data to a journalist by dawn"],
+    "post_apocalyptic": ["bring the water filter home to your settlement",
+                         "find the bunker on the hand-drawn map",
+                         "escort the doctor across the wastes"],
+}
+# Tension rises with the turn number: the story moves from exploring to danger.
+PRESSURE = [
+    (0, ["", "", "You remember why you came: to {quest}."]),
+    (4, ["Time is running short if you are to {quest}.", "You sense you are being followed.",
+         ""]),
+    (8, ["{threat_cap} is close now; you can feel it.",
+         "Everything you have done leads here: you must {quest}.",
+         "There will be no second chance."]),
+]
+
 LINES = ["You're not the first to come asking.", "Keep your voice down. They listen.",
          "I'll help you, but it will cost you.", "Turn back while you still can.",
          "I knew you would come. Follow me."]
@@ -148,24 +174,29 @@ class LocalNarrator:
         if context.action is None:
             text = self._opening(rng, world, context)
         else:
-            text = self._answer(rng, world, context.action)
+            text = self._answer(rng, world, context)
         return Narration(text, _image_prompt(text))
 
     def _opening(self, rng: random.Random, world: dict, context: NarrationContext) -> str:
         place, person, thing = (rng.choice(world[k]) for k in ("places", "people", "things"))
         return (f"{context.title}. You come to your senses. Around you: {place}. "
-                f"{rng.choice(world['senses'])} {_cap(person)} watches you from the shadows, "
-                f"and at your feet lies {thing}. What do you do?")
+                f"{rng.choice(world['senses'])} You have one purpose: to "
+                f"{quest_for(context)}. {_cap(person)} watches you from the shadows, and at "
+                f"your feet lies {thing}. What do you do?")
 
-    def _answer(self, rng: random.Random, world: dict, action: str) -> str:
+    def _answer(self, rng: random.Random, world: dict, context: NarrationContext) -> str:
+        action = context.action or ""
         kind = action_kind(action)
         person, threat = rng.choice(world["people"]), rng.choice(world["threats"])
-        consequence = rng.choice(OUTCOMES[kind]).format(
-            place=rng.choice(world["places"]), thing=rng.choice(world["things"]),
-            person=person, person_cap=_cap(person), threat=threat, threat_cap=_cap(threat),
-            line=rng.choice(LINES))
-        return (f"You {second_person(action)}. {consequence} {rng.choice(world['senses'])} "
-                "What do you do next?")
+        fields = {"place": rng.choice(world["places"]), "thing": rng.choice(world["things"]),
+                  "person": person, "person_cap": _cap(person), "threat": threat,
+                  "threat_cap": _cap(threat), "line": rng.choice(LINES),
+                  "quest": quest_for(context)}
+        consequence = rng.choice(OUTCOMES[kind]).format(**fields)
+        pressure = rng.choice(_pressure(context.turn)).format(**fields)
+        parts = [f"You {second_person(action)}.", consequence, rng.choice(world["senses"]),
+                 pressure, "What do you do next?"]
+        return " ".join(part for part in parts if part)
 
 
 def action_kind(action: str) -> str:
@@ -183,6 +214,16 @@ def second_person(action: str) -> str:
     text = re.sub(r"^(i|i'll|i will|let me)\s+", "", text, flags=re.IGNORECASE)
     text = re.sub(r"\b(my)\b", "your", text, flags=re.IGNORECASE)
     return text[:1].lower() + text[1:] if text else "hesitate"
+
+
+def quest_for(context: NarrationContext) -> str:
+    """Return the game's quest: the same for every turn of a game."""
+    quests = QUESTS.get(context.genre, QUESTS["fantasy"])
+    return quests[context.seed % len(quests)]
+
+
+def _pressure(turn: int) -> list[str]:
+    return next(lines for start, lines in reversed(PRESSURE) if turn >= start)
 
 
 def _cap(text: str) -> str:
