@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flask import Flask
+from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import db, errors, health, logs, metrics, requestid, settings
@@ -51,6 +52,12 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    if app.config["CORS_ORIGINS"]:
+        CORS(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
+             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
+                            "If-None-Match"],
+             expose_headers=["X-Request-ID", "Retry-After", "ETag", "Location",
+                             "Idempotent-Replayed"], max_age=600)
     requestid.init_app(app)
     errors.init_app(app)
     app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},

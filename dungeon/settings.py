@@ -203,6 +203,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Image requests and image retries one user may make (empty: no limit)."),
     Setting("RATE_LIMIT_STORAGE", "memory://", "str", "Where limits are counted: `memory://` "
             "(per process) or a `mongodb://` URI (shared; MongoDB 4.2+).", secret=True),
+    Setting("CORS_ORIGINS", [], "list", "Web origins allowed to call the API from a browser "
+            "(`https://play.example.com`); empty: no cross-origin access."),
     Setting("PROXY_HOPS", 0, "int", "Proxies in front of the service whose X-Forwarded-For "
             "and X-Forwarded-Proto are trusted (1 behind one load balancer).", minimum=0),
     # --- narrators ---

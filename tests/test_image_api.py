@@ -54,3 +54,35 @@ def test_placeholder_bytes_are_stored_once(client, app, auth):
 
 def test_creating_images_needs_a_bearer_token(client):
     assert_error_shape(client.post("/api/images", json=BODY), 401, "unauthorized")
+
+
+def test_images_are_served_with_headers_that_stop_content_sniffing(client, auth):
+    url = client.post("/api/images", json=BODY, headers=auth).json["image"]["url"]
+    headers = client.get(url).headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+def test_svg_from_a_provider_is_refused(make_app):
+    from dungeon.images.types import GeneratedImage, ImageRequest
+
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    sneaky = FakeProvider("sneaky").enqueue(*[GeneratedImage(data=svg)] * 3)
+    app = make_app({"IMAGE_PROVIDERS": "sneaky,placeholder"}, providers=[sneaky])
+    assert app.extensions["dungeon"].images.generate(ImageRequest("x")).placeholder
+
+
+def test_cors_allows_only_configured_origins(make_app):
+    client = make_app({"CORS_ORIGINS": "https://play.example.com"}).test_client()
+    allowed = client.options("/api/games", headers={
+        "Origin": "https://play.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Idempotency-Key"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://play.example.com"
+    assert "idempotency-key" in allowed.headers["Access-Control-Allow-Headers"].lower()
+    other = client.get("/api/catalog", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_no_cors_headers_by_default(client):
+    response = client.get("/api/catalog", headers={"Origin": "https://play.example.com"})
+    assert "Access-Control-Allow-Origin" not in response.headers

@@ -211,7 +211,8 @@ class ImageService:
             raise ProviderUnavailable("provider answered without an image")
         if len(image.data) > self.config["IMAGE_MAX_BYTES"]:
             raise ProviderUnavailable(f"image of {len(image.data)} bytes is too large")
-        if not image.data.startswith(_IMAGE_MAGIC) and not image.data.lstrip().startswith(b"<"):
+        # Raster formats only: an SVG served from our origin could carry script.
+        if not image.data.startswith(_IMAGE_MAGIC):
             raise ProviderUnavailable("provider answered with bytes that are not an image")
         return image
 
