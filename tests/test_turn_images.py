@@ -47,6 +47,7 @@ def test_a_turn_answers_at_once_with_a_pending_image(play, gated):
     assert image["status"] == "pending"
     response = client.get(image["url"])
     assert response.status_code == 202 and response.headers["Retry-After"] == "2"
+    assert response.headers["Cache-Control"] == "no-store"  # only the final image is cached
     assert response.json["image"]["status"] == "pending"
     gated.gate.set()
     app.extensions["dungeon"].jobs.wait(image["id"], 5)

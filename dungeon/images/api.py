@@ -56,7 +56,8 @@ def get_image(image_id: str):
         slot = _slot(image_id)
         if slot["status"] != "ready":
             body = {"image": {"id": image_id, "status": slot["status"], "url": image_url(image_id)}}
-            return body, 202, {"Retry-After": str(PENDING_RETRY_SECONDS)}
+            return body, 202, {"Retry-After": str(PENDING_RETRY_SECONDS),
+                               "Cache-Control": "no-store"}
         image_id = slot["image_id"]
     image = state.image_store.get(image_id)
     if image is None:
