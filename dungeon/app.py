@@ -101,25 +101,27 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     plugin_config = MappingProxyType(dict(app.config))
     providers = collect(pm, "register_image_providers", plugin_config, "image provider")
     _check_provider_order(config["IMAGE_PROVIDERS"], providers)
-    database = db.init_app(app, mongo_client)
-    image_store = GridFSImageStore(database)
-    app_metrics = metrics.Metrics()
-    images = ImageService(providers, config, image_store, app_metrics, **image_options)
-    _warn_retiring(images)
     narrators = collect(pm, "register_narrators", plugin_config, "narrator")
     narrator = _pick_narrator(config, narrators)
+    database = db.init_app(app, mongo_client)
+    app_metrics = metrics.Metrics()
+    image_store = GridFSImageStore(database)
+    images = ImageService(providers, config, image_store, app_metrics, **image_options)
+    _warn_retiring(images)
     sessions = SessionStore(database, config, app_metrics, **store_options)
-    now = sessions.now
-    jobs = ImageJobs(database, images, config, now, on_ready=lambda slot: (
-        sessions.update_turn_image(slot["session_id"], slot["n"], slot["_id"], turn_image(slot))))
+    jobs = ImageJobs(database, images, config, sessions.now,
+                     on_ready=lambda slot: sessions.update_turn_image(
+                         slot["session_id"], slot["n"], slot["_id"], turn_image(slot)))
     keys = IdempotencyStore(database.get_collection("idempotency_keys"),
-                            config["IDEMPOTENCY_HOURS"], now)
+                            config["IDEMPOTENCY_HOURS"], sessions.now)
     indexes = db.IndexSetup((sessions, jobs, keys))
-    indexes.ensure()
-    game = GameEngine(sessions, narrator, jobs, app_metrics, config)
-    return Dungeon(config, pm, providers, app_metrics, database, image_store, images, sessions,
-                   jobs, game, keys, TokenSigner(config), RateLimiter(config, app_metrics),
-                   indexes, narrators)
+    indexes.ensure()  # a store that is down now is retried before writes and by /readyz
+    return Dungeon(
+        config=config, plugin_manager=pm, providers=providers, narrators=narrators,
+        metrics=app_metrics, db=database, indexes=indexes, image_store=image_store,
+        images=images, sessions=sessions, jobs=jobs, idempotency=keys,
+        game=GameEngine(sessions, narrator, jobs, app_metrics, config),
+        signer=TokenSigner(config), limiter=RateLimiter(config, app_metrics))
 
 
 def _pick_narrator(config: Mapping[str, Any], narrators: Mapping[str, Any]):

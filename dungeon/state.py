@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pluggy
@@ -20,25 +20,25 @@ from .sessions.idempotency import IdempotencyStore
 from .sessions.store import SessionStore
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Dungeon:
-    """Everything one application instance owns: plugins, providers, store, services."""
+    """Everything one application instance owns: plugins, providers, stores, services."""
 
     config: dict[str, Any]
     plugin_manager: pluggy.PluginManager
     providers: dict[str, Any]
+    narrators: dict[str, Any]
     metrics: Metrics
     db: Any
+    indexes: IndexSetup
     image_store: ImageStore
     images: ImageService
     sessions: SessionStore
     jobs: ImageJobs
-    game: GameEngine
     idempotency: IdempotencyStore
+    game: GameEngine
     signer: TokenSigner
     limiter: RateLimiter
-    indexes: IndexSetup
-    narrators: dict[str, Any] = field(default_factory=dict)
 
 
 def get_state() -> Dungeon:

@@ -18,6 +18,7 @@ from ..images.api import image_url
 from ..sessions.idempotency import fingerprint
 from ..state import get_state
 from ..validation import Text, json_body, query_int
+from .images import turn_image
 
 bp = Blueprint("game", __name__, url_prefix="/api")
 
@@ -180,11 +181,7 @@ def _reread(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     fresh = []
     for turn in turns:
         slot = jobs.find(turn["image"]["id"])
-        if slot is not None and slot["status"] != turn["image"]["status"]:
-            turn = {**turn, "image": {**turn["image"], "status": slot["status"],
-                                      "provider": slot.get("provider"),
-                                      "placeholder": slot.get("placeholder", False)}}
-        fresh.append(turn)
+        fresh.append({**turn, "image": turn_image(slot)} if slot is not None else turn)
     return fresh
 
 
