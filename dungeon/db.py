@@ -9,6 +9,7 @@ from typing import Any
 
 import mongomock
 import mongomock.gridfs
+import pymongo
 from flask import Flask
 from flask_pymongo import PyMongo
 from pymongo.errors import PyMongoError
@@ -93,6 +94,9 @@ class IndexSetup:
             raise StoreUnavailable(headers={"Retry-After": "2"})
 
 
-def ping(database) -> None:
-    """Raise if the database's server does not answer a ping."""
-    database.client.admin.command("ping")
+def ping(database, timeout: float = 2.0) -> None:
+    """Raise if the database's server does not answer a ping within ``timeout`` seconds."""
+    # A readiness probe must answer before the load balancer gives up on it,
+    # whatever the client's server-selection timeout is.
+    with pymongo.timeout(timeout):
+        database.client.admin.command("ping")
