@@ -20,6 +20,18 @@ STYLES: dict[str, dict[str, str]] = {
 }
 
 
+# Background and accent colour of each genre, for images drawn without a model.
+COLOURS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    "fantasy": ((34, 52, 38), (200, 170, 90)),
+    "scifi": ((12, 20, 48), (110, 200, 240)),
+    "horror": ((20, 10, 12), (170, 40, 40)),
+    "mystery": ((28, 30, 40), (210, 190, 150)),
+    "cyberpunk": ((30, 8, 40), (255, 60, 200)),
+    "post_apocalyptic": ((60, 44, 28), (230, 150, 70)),
+    "generic": ((36, 36, 44), (190, 190, 200)),
+}
+
+
 def style_hint(style: str) -> str:
     """Return the words that describe ``style`` to an image model."""
     return STYLES.get(style, {}).get("hint", "detailed illustration")

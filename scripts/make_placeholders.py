@@ -19,19 +19,10 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dungeon.catalog import GENRES, STYLES  # noqa: E402
+from dungeon.catalog import COLOURS, GENRES, STYLES  # noqa: E402
 
 OUT = ROOT / "providers" / "placeholders"
 SIZE = (768, 512)
-PALETTES = {
-    "fantasy": ((34, 52, 38), (200, 170, 90)),
-    "scifi": ((12, 20, 48), (110, 200, 240)),
-    "horror": ((20, 10, 12), (170, 40, 40)),
-    "mystery": ((28, 30, 40), (210, 190, 150)),
-    "cyberpunk": ((30, 8, 40), (255, 60, 200)),
-    "post_apocalyptic": ((60, 44, 28), (230, 150, 70)),
-    "generic": ((36, 36, 44), (190, 190, 200)),
-}
 
 
 def _blend(a, b, t):
@@ -71,7 +62,7 @@ def _motif(draw, style, light):
 
 def render(genre: str, style: str) -> bytes:
     """Return the PNG bytes of the placeholder for ``genre`` and ``style``."""
-    dark, light = PALETTES.get(genre, PALETTES["generic"])
+    dark, light = COLOURS.get(genre, COLOURS["generic"])
     image = Image.new("RGB", SIZE, dark)
     draw = ImageDraw.Draw(image)
     _background(draw, dark, light)
