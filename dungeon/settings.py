@@ -211,8 +211,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NARRATOR", None, "str",
             "Narrator plugin by name: `openai` or `local`. Unset: `openai` when an OpenAI key "
             "is set, `local` otherwise."),
-    Setting("NARRATOR_MODEL", "gpt-5-mini", "str", "Chat Completions model of the `openai` "
+    # gpt-5.6-terra: the balanced GPT-5.6 model (July 2026); gpt-5-mini, its
+    # predecessor, shuts down on 2026-12-11.
+    Setting("NARRATOR_MODEL", "gpt-5.6-terra", "str", "Chat Completions model of the `openai` "
             "narrator."),
+    Setting("NARRATOR_REASONING_EFFORT", None, "str", "`reasoning_effort` sent to the narrator "
+            "model (`low` answers faster); unset: not sent, the model's default."),
     Setting("NARRATOR_TIMEOUT", 45.0, "float", "Read timeout of one narrator call, in seconds.",
             minimum=0.1),
     Setting("NARRATOR_RETRIES", 2, "int", "Retries of a failed narrator call.", minimum=0),

@@ -30,9 +30,10 @@ def narrator(sleeps=None, **config):
 
 def test_openai_narrator_sends_history_and_asks_for_json(requests_mock):
     requests_mock.post(CHAT, **answer())
-    result = narrator(NARRATOR_MODEL="gpt-5-mini").narrate(CONTEXT)
+    result = narrator().narrate(CONTEXT)
     body = requests_mock.last_request.json()
-    assert body["model"] == "gpt-5-mini"
+    assert body["model"] == "gpt-5.6-terra"
+    assert "reasoning_effort" not in body and "temperature" not in body
     assert body["response_format"] == {"type": "json_object"}
     roles = [m["role"] for m in body["messages"]]
     assert roles == ["system", "assistant", "user", "assistant", "user"]
@@ -107,3 +108,9 @@ def test_actions_are_read_for_what_the_player_does(action, kind):
 
 def test_actions_are_repeated_in_the_second_person():
     assert second_person("I draw my sword!") == "draw your sword"
+
+
+def test_reasoning_effort_is_sent_only_when_configured(requests_mock):
+    requests_mock.post(CHAT, **answer())
+    narrator(NARRATOR_REASONING_EFFORT="low").narrate(CONTEXT)
+    assert requests_mock.last_request.json()["reasoning_effort"] == "low"

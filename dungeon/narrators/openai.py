@@ -55,6 +55,7 @@ class OpenAINarrator:
         self.api_key = config["OPENAI_API_KEY"]
         self.url = f"{config['OPENAI_BASE_URL'].rstrip('/')}/chat/completions"
         self.model = config["NARRATOR_MODEL"]
+        self.reasoning_effort = config["NARRATOR_REASONING_EFFORT"]
         self.timeout = (config["IMAGE_CONNECT_TIMEOUT"], config["NARRATOR_TIMEOUT"])
         self.retries = config["NARRATOR_RETRIES"]
         self.session = session or requests.Session()
@@ -90,6 +91,8 @@ class OpenAINarrator:
     def _call(self, messages: list[dict[str, str]]) -> Narration:
         body = {"model": self.model, "messages": messages,
                 "response_format": {"type": "json_object"}}
+        if self.reasoning_effort:
+            body["reasoning_effort"] = self.reasoning_effort
         try:
             response = self.session.post(self.url, json=body, timeout=self.timeout,
                                          headers={"Authorization": f"Bearer {self.api_key}"})
