@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date
 from types import MappingProxyType
@@ -29,6 +30,7 @@ from .sessions.store import SessionStore
 from .state import Dungeon
 
 log = logging.getLogger(__name__)
+_SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$")
 
 
 def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object] = (),
@@ -89,7 +91,11 @@ def _check_production(config: Mapping[str, Any]) -> None:
 
 
 def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(str(config[s.name]) for s in settings.SETTINGS if s.secret and config[s.name])
+    # Known secrets, and the keys and tokens of plugins' own settings.
+    known = [str(config[s.name]) for s in settings.SETTINGS if s.secret and config[s.name]]
+    plugin = [value for name, value in config.items()
+              if isinstance(value, str) and _SECRET_NAME.search(name)]
+    return tuple(known + plugin)
 
 
 def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,

@@ -165,7 +165,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Prompt check before any provider call: off, local (built-in and deny patterns) "
             "or openai (/v1/moderations).", choices=("off", "local", "openai")),
     Setting("IMAGE_DENY_PATTERNS", [], "list",
-            "Regular expressions; a prompt matching any is refused before any provider call."),
+            "Regular expressions; a prompt matching any is refused before any provider call "
+            "(write a JSON list when a pattern holds a comma)."),
     Setting("BREAKER_FAILURE_THRESHOLD", 5, "int",
             "Consecutive failures that open a provider's circuit breaker.", minimum=1),
     Setting("BREAKER_RESET_SECONDS", 30.0, "float",

@@ -69,3 +69,24 @@ def test_unknown_provider_error_lists_the_known_ones():
 def test_numeric_looking_text_settings_stay_text(monkeypatch, make_app):
     monkeypatch.setenv("DUNGEON_MONGO_WRITE_CONCERN", "1")
     assert make_app().config["MONGO_WRITE_CONCERN"] == "1"
+
+
+def test_a_broken_deny_pattern_stops_the_app(make_app):
+    with pytest.raises(ConfigError, match="IMAGE_DENY_PATTERNS"):
+        make_app({"IMAGE_DENY_PATTERNS": ["(unclosed"]})
+
+
+def test_deny_patterns_with_commas_come_as_a_json_list(monkeypatch, make_app):
+    monkeypatch.setenv("DUNGEON_IMAGE_DENY_PATTERNS", '["a{1,3}b", "gore"]')
+    assert make_app().config["IMAGE_DENY_PATTERNS"] == ["a{1,3}b", "gore"]
+
+
+def test_plugin_secrets_are_masked_in_logs_too(make_app, caplog):
+    import logging
+
+    from dungeon.logs import make_formatter
+
+    make_app({"STABILITY_API_KEY": "sk-stability-very-secret"})
+    record = logging.LogRecord("x", logging.ERROR, "", 0, "oops sk-stability-very-secret",
+                               (), None)
+    assert "very-secret" not in make_formatter("json").format(record)

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from ..errors import PromptRefused
+from ..errors import ConfigError, PromptRefused
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class PromptChecker:
 
     def __init__(self, config: Mapping[str, Any], session: requests.Session | None = None):
         self.mode = config["IMAGE_MODERATION"]
-        self.deny = [re.compile(p, re.IGNORECASE) for p in config["IMAGE_DENY_PATTERNS"]]
+        self.deny = [_compile(p) for p in config["IMAGE_DENY_PATTERNS"]]
         if self.mode != "off":
             self.deny += [re.compile(p, re.IGNORECASE) for p in _LOCAL_DENY]
         self.api_key = config["OPENAI_API_KEY"]
@@ -100,6 +100,14 @@ class PromptChecker:
             return []
         return [f"flagged by moderation: {', '.join(_flagged(r))}"
                 for r in results if isinstance(r, dict) and r.get("flagged")]
+
+
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ConfigError(f"IMAGE_DENY_PATTERNS: {pattern!r} is not a regular expression: "
+                          f"{exc}") from None
 
 
 def _flagged(result: Mapping[str, Any]) -> list[str]:
