@@ -37,3 +37,20 @@ def test_providers_lists_configured_chain_and_api_listing(monkeypatch, requests_
     assert lines[0].startswith("gpt-image-2") and "listed=yes" in lines[0]
     assert "api_shutdown=2026-12-01" in lines[1]
     assert lines[2].startswith("placeholder")
+
+
+def test_serve_runs_gunicorn_with_the_project_settings(monkeypatch):
+    monkeypatch.setenv("DUNGEON_LOAD_ENTRYPOINTS", "false")
+    called = {}
+    monkeypatch.setattr("os.execvp", lambda path, args: called.update(path=path, args=args))
+    result = CliRunner().invoke(main, ["serve", "--workers", "3"])
+    assert result.exit_code == 0, result.output
+    assert called["args"][1:] == ["-m", "gunicorn", "-c", "python:dungeon.gunicorn_conf",
+                                  "--workers", "3"]
+
+
+def test_serve_refuses_an_invalid_configuration_before_starting(monkeypatch):
+    monkeypatch.setenv("DUNGEON_IMAGE_RETRIES", "-1")
+    monkeypatch.setattr("os.execvp", lambda *a: (_ for _ in ()).throw(AssertionError("ran")))
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2 and "IMAGE_RETRIES" in result.output
