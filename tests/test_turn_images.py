@@ -151,3 +151,25 @@ def test_turn_image_jobs_keep_the_request_id_in_their_logs(play, gated, log_line
     app.extensions["dungeon"].jobs.wait(loaded["turns"][1]["image"]["id"], 5)
     lines = [line for line in log_lines() if "image attempt succeeded" in line]
     assert any('"request_id": "turn-req-1"' in line for line in lines)
+
+
+def test_waiting_for_an_image_another_worker_makes_polls_the_store(make_app):
+    app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    state = app.extensions["dungeon"]
+    now = state.sessions.now()
+    slot_id = "s_" + "C" * 22
+    image_id = state.image_store.put(PNG, "image/png")
+    state.db["image_slots"].insert_one({
+        "_id": slot_id, "session_id": "x" * 22, "n": 0, "status": "pending",
+        "request": {"prompt": "p", "genre": "fantasy", "style": "comic", "aspect": "landscape",
+                    "quality": "standard"},
+        "claims": 1, "created_at": now, "lease_until": now + timedelta(minutes=5)})
+
+    def other_worker_finishes():
+        state.db["image_slots"].update_one({"_id": slot_id}, {"$set": {
+            "status": "ready", "image_id": image_id, "provider": "elsewhere",
+            "placeholder": False}})
+
+    threading.Timer(0.1, other_worker_finishes).start()
+    response = app.test_client().get(f"/api/images/{slot_id}?wait=image")
+    assert response.status_code == 200 and response.data == PNG

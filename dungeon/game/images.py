@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SLOT_ID = re.compile(r"^s_[A-Za-z0-9_-]{22}$")
 MAX_CLAIMS = 3
+POLL_SECONDS = 0.25
 LEASE_MARGIN = timedelta(seconds=30)
 
 
@@ -114,13 +116,24 @@ class ImageJobs:
             self.on_ready(updated)
 
     def wait(self, slot_id: str, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a slot this process is working on."""
+        """Wait up to ``timeout`` seconds for a slot's image to be ready.
+
+        A slot this process works on is waited for directly; one that another
+        worker makes is polled in the database.
+        """
         with self.lock:
             future = self.futures.get(slot_id)
         if future is not None:
             # A timeout or a failure alike: the caller reads the slot's state next.
             with contextlib.suppress(Exception):
                 future.result(timeout=timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            slot = self.slots.find_one({"_id": slot_id}, {"status": 1})
+            if slot is None or slot["status"] != "pending":
+                return
+            time.sleep(POLL_SECONDS)
 
     def find(self, slot_id: str) -> dict[str, Any] | None:
         """Return the slot, reclaiming it first if its lease ran out while pending."""
