@@ -19,8 +19,8 @@ from .auth import TokenSigner
 from .errors import ConfigError, UnknownPlugin
 from .game import api as game_api
 from .game.engine import GameEngine
-from .game.images import ImageJobs, turn_image
 from .images import api as images_api
+from .images.jobs import ImageJobs, turn_image
 from .images.service import PLACEHOLDER, ImageService
 from .images.store import GridFSImageStore
 from .plugins import collect, make_plugin_manager

@@ -11,7 +11,7 @@ from flask import current_app
 from .auth import TokenSigner
 from .db import IndexSetup
 from .game.engine import GameEngine
-from .game.images import ImageJobs
+from .images.jobs import ImageJobs
 from .images.service import ImageService
 from .images.store import ImageStore
 from .metrics import Metrics

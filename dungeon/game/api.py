@@ -15,10 +15,10 @@ from .. import catalog, logs
 from ..auth import require_user
 from ..errors import ValidationFailed
 from ..images.api import image_url
+from ..images.jobs import turn_image
 from ..sessions.idempotency import fingerprint
 from ..state import get_state
 from ..validation import Text, json_body, query_int
-from .images import turn_image
 
 bp = Blueprint("game", __name__, url_prefix="/api")
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from ..catalog import GENRES
 from ..errors import Conflict, NarratorUnavailable, NotFound, SessionConflict
+from ..images.jobs import ImageJobs, turn_image
 from ..images.types import ImageRequest
 from ..metrics import Metrics
 from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn
 from ..sessions.store import SessionStore, new_session_id
-from .images import ImageJobs, turn_image
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from flask import Blueprint, Response, request, url_for
 from ..auth import require_user
 from ..catalog import GENRES, STYLES
 from ..errors import ImageNotFound
-from ..game.images import valid_slot_id
 from ..state import get_state
 from ..validation import Text, json_body
+from .jobs import valid_slot_id
 from .types import ASPECTS, QUALITIES, ImageRequest
 
 bp = Blueprint("images", __name__, url_prefix="/api/images")

@@ -24,8 +24,8 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
-from ..images.service import ImageService
-from ..images.types import ImageRequest
+from .service import ImageService
+from .types import ImageRequest
 
 log = logging.getLogger(__name__)
 
