@@ -15,7 +15,6 @@ from .. import catalog, logs
 from ..auth import require_user
 from ..errors import ValidationFailed
 from ..images.api import image_url
-from ..images.jobs import turn_image
 from ..sessions.idempotency import fingerprint
 from ..state import get_state
 from ..validation import Text, json_body, query_int
@@ -171,18 +170,12 @@ def _maybe_wait(turns: list[dict[str, Any]]) -> None:
     """With ``?wait=image``, wait (within the image deadline) for the turns' images."""
     if request.args.get("wait") != "image":
         return
-    state = get_state()
     for turn in turns:
-        state.jobs.wait(turn["image"]["id"], state.config["IMAGE_DEADLINE"] + 5)
+        get_state().jobs.wait(turn["image"]["id"])
 
 
 def _reread(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    jobs = get_state().jobs
-    fresh = []
-    for turn in turns:
-        slot = jobs.find(turn["image"]["id"])
-        fresh.append({**turn, "image": turn_image(slot)} if slot is not None else turn)
-    return fresh
+    return [_engine().fresh_image(turn) for turn in turns]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -134,15 +134,16 @@ class GameEngine:
             self.store.cache.invalidate((user_id, session_id))
             session = self.store.load(user_id, session_id)
             turns = self.store.recent_turns(session_id, self.recent)
-        return session, [self._fresh_image(turn) for turn in turns]
+        return session, [self.fresh_image(turn) for turn in turns]
 
     def turns_before(self, user_id: str, session_id: str, before: int | None,
                      limit: int) -> list[dict[str, Any]]:
         """Return up to ``limit`` turns of a game before turn ``before``."""
         self.store.load(user_id, session_id)
-        return [self._fresh_image(t) for t in self.store.recent_turns(session_id, limit, before)]
+        return [self.fresh_image(t) for t in self.store.recent_turns(session_id, limit, before)]
 
-    def _fresh_image(self, turn: dict[str, Any]) -> dict[str, Any]:
+    def fresh_image(self, turn: dict[str, Any]) -> dict[str, Any]:
+        """Return ``turn`` with its image's current state if it was pending."""
         image = turn.get("image") or {}
         if image.get("status") == "pending":
             slot = self.jobs.find(image["id"])  # reclaims an abandoned image
@@ -160,19 +161,18 @@ class GameEngine:
 
     def retry_image(self, user_id: str, session_id: str, n: int) -> dict[str, Any]:
         """Ask again for the image of turn ``n`` when it ended as a placeholder."""
-        self.store.load(user_id, session_id)
+        session = self.store.load(user_id, session_id)
         if n > MAX_TURN:
             raise NotFound(f"Turn {n} does not exist in this game.")
         turns = self.store.recent_turns(session_id, 1, before=n + 1)
         if not turns or turns[0]["n"] != n:
             raise NotFound(f"Turn {n} does not exist in this game.")
-        turn = self._fresh_image(turns[0])
+        turn = self.fresh_image(turns[0])
         image = turn.get("image") or {}
         if image.get("status") == "pending":
             raise Conflict("This turn's image is still being made.")
         if not image.get("placeholder"):
             raise Conflict("This turn already has its image.")
-        session = self.store.load(user_id, session_id)
         slot = self.jobs.reserve(session_id, n, ImageRequest(
             turn.get("image_prompt") or turn["narration"][:400], session["genre"],
             session["style"]))

@@ -75,7 +75,7 @@ def _slot(slot_id: str) -> dict:
     if slot is None:
         raise ImageNotFound()
     if slot["status"] == "pending" and request.args.get("wait") == "image":
-        jobs.wait(slot_id, get_state().config["IMAGE_DEADLINE"] + 5)
+        jobs.wait(slot_id)
         slot = jobs.find(slot_id) or slot
     return slot
 

@@ -51,6 +51,8 @@ class ImageJobs:
         self.now = now
         self.on_ready = on_ready
         self.lease = timedelta(seconds=config["IMAGE_DEADLINE"]) + LEASE_MARGIN
+        # How long a client's ``?wait=image`` may hold its request.
+        self.wait_limit = config["IMAGE_DEADLINE"] + 5
         self.pool = ThreadPoolExecutor(config["IMAGE_WORKERS"], thread_name_prefix="turn-image")
         # Bounds the work waiting for a thread: past it, the placeholder answers.
         self.room = threading.BoundedSemaphore(config["IMAGE_WORKERS"] + config["IMAGE_QUEUE"])
@@ -70,15 +72,12 @@ class ImageJobs:
         self.slots.insert_one(slot)
         return slot
 
-    def submit(self, slot: Mapping[str, Any]) -> None:
-        """Start making the slot's image in the background."""
-        self._submit(slot)
-
     def discard(self, slot: Mapping[str, Any]) -> None:
         """Drop a slot whose turn was never saved."""
         self.slots.delete_one({"_id": slot["_id"], "status": "pending"})
 
-    def _submit(self, slot: Mapping[str, Any]) -> None:
+    def submit(self, slot: Mapping[str, Any]) -> None:
+        """Start making the slot's image in the background (the placeholder when full)."""
         if not self.room.acquire(blocking=False):
             log.warning("turn image queue full: placeholder given at once",
                         extra={"session_id": slot["session_id"]})
@@ -115,12 +114,13 @@ class ImageJobs:
         if updated is not None:
             self.on_ready(updated)
 
-    def wait(self, slot_id: str, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a slot's image to be ready.
+    def wait(self, slot_id: str, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds (default: the image deadline) for a slot's image.
 
         A slot this process works on is waited for directly; one that another
         worker makes is polled in the database.
         """
+        timeout = self.wait_limit if timeout is None else timeout
         with self.lock:
             future = self.futures.get(slot_id)
         if future is not None:
@@ -160,12 +160,8 @@ class ImageJobs:
         if claimed["claims"] > MAX_CLAIMS:
             self._resolve(claimed, placeholder_only=True)
         else:
-            self._submit(claimed)
+            self.submit(claimed)
         return self.slots.find_one({"_id": slot["_id"]}) or claimed
-
-    def shutdown(self) -> None:
-        """Stop taking work and wait for running images."""
-        self.pool.shutdown(wait=True, cancel_futures=False)
 
 
 def turn_image(slot: Mapping[str, Any]) -> dict[str, Any]:
