@@ -77,6 +77,7 @@ def test_cors_allows_only_configured_origins(make_app):
     allowed = client.options("/api/games", headers={
         "Origin": "https://play.example.com", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "Authorization, Idempotency-Key"})
+    assert allowed.status_code == 200
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://play.example.com"
     assert "idempotency-key" in allowed.headers["Access-Control-Allow-Headers"].lower()
     other = client.get("/api/catalog", headers={"Origin": "https://evil.example"})
@@ -86,3 +87,19 @@ def test_cors_allows_only_configured_origins(make_app):
 def test_no_cors_headers_by_default(client):
     response = client.get("/api/catalog", headers={"Origin": "https://play.example.com"})
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_cors_preflight_of_every_game_route_is_answered_without_a_token(make_app):
+    client = make_app({"CORS_ORIGINS": "https://play.example.com"}).test_client()
+    game = "A" * 22
+    for path, method in [("/api/games", "POST"), ("/api/games", "GET"),
+                         (f"/api/games/{game}", "DELETE"), (f"/api/games/{game}/actions", "POST"),
+                         (f"/api/games/{game}/turns/1/image", "POST"), ("/api/images", "POST")]:
+        response = client.options(path, headers={
+            "Origin": "https://play.example.com", "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "Authorization, Content-Type"})
+        assert response.status_code == 200, path
+        assert response.headers["Access-Control-Allow-Origin"] == "https://play.example.com"
+    refused = client.options("/api/games", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in refused.headers

@@ -58,7 +58,13 @@ def bind_session_id(_endpoint, values):
 
 @bp.before_request
 def authenticate():
-    """Every game route needs a valid bearer token."""
+    """Every game route needs a valid bearer token, except a CORS preflight.
+
+    A browser sends the preflight ``OPTIONS`` without credentials, by design;
+    refusing it would block every cross-origin call.  flask-cors answers it.
+    """
+    if request.method == "OPTIONS":
+        return
     if request.endpoint and request.endpoint.split(".")[-1] in _PUBLIC:
         return
     require_user(get_state().signer)
