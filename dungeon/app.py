@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask
 from flask_cors import CORS
+from pymongo.read_preferences import ReadPreference
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import db, errors, health, logs, metrics, requestid, settings
@@ -26,7 +27,7 @@ from .images.store import GridFSImageStore
 from .plugins import collect, make_plugin_manager
 from .ratelimit import RateLimiter
 from .sessions.idempotency import IdempotencyStore
-from .sessions.store import SessionStore
+from .sessions.store import SessionStore, write_concern
 from .state import Dungeon
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ _SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$")
 
 def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object] = (),
                *, mongo_client: Any = None, image_options: Mapping[str, Any] | None = None,
-               store_options: Mapping[str, Any] | None = None) -> Flask:
+               store_options: Mapping[str, Any] | None = None,
+               jobs_options: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure an instance of the dungeon service.
 
     Configuration comes from the defaults, then ``DUNGEON_*`` environment
@@ -44,7 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     them); ``mongo_client`` replaces the configured store with a client that
     speaks pymongo's API; ``image_options`` go to the image service (an
     injected ``sleep`` or ``clock``, say) and ``store_options`` to the session
-    store (``now``, the cache's ``timer``).  Invalid configuration raises
+    store (``now``, the cache's ``timer``), ``jobs_options`` to the turn
+    images' background jobs (an ``executor``).  Invalid configuration raises
     ConfigError and no application is made.
     """
     app = Flask(__name__)
@@ -63,7 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     requestid.init_app(app)
     errors.init_app(app)
     app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},
-                                             store_options or {})
+                                             store_options or {}, jobs_options or {})
     metrics.init_app(app, app.extensions["dungeon"].metrics)
     for blueprint in (health.bp, metrics.bp, images_api.bp, game_api.bp):
         app.register_blueprint(blueprint)
@@ -99,7 +102,8 @@ def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
-                 image_options: Mapping[str, Any], store_options: Mapping[str, Any]) -> Dungeon:
+                 image_options: Mapping[str, Any], store_options: Mapping[str, Any],
+                 jobs_options: Mapping[str, Any]) -> Dungeon:
     config = {name: app.config[name] for name in settings.SETTINGS_BY_NAME}
     pm = make_plugin_manager(config, plugins)
     # Plugins see the whole configuration: their own settings arrive as
@@ -111,15 +115,23 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     narrator = _pick_narrator(config, narrators)
     database = db.init_app(app, mongo_client)
     app_metrics = metrics.Metrics()
-    image_store = GridFSImageStore(database)
+    # Every collection gets the configured write concern: a slot or a key
+    # that a failover rolls back is as lost as a game.
+    concern = write_concern(config)
+    image_store = GridFSImageStore(database, concern)
     images = ImageService(providers, config, image_store, app_metrics, **image_options)
     _warn_retiring(images)
-    sessions = SessionStore(database, config, app_metrics, **store_options)
+    jobs: ImageJobs | None = None
+    sessions = SessionStore(database, config, app_metrics, **store_options,
+                            on_turns_expiry=lambda session_id, when: jobs.extend(session_id, when))
     jobs = ImageJobs(database, images, config, sessions.now,
                      on_ready=lambda slot: sessions.update_turn_image(
-                         slot["session_id"], slot["n"], slot["_id"], turn_image(slot)))
-    keys = IdempotencyStore(database.get_collection("idempotency_keys"),
-                            config["IDEMPOTENCY_HOURS"], sessions.now)
+                         slot["session_id"], slot["n"], slot["_id"], turn_image(slot)),
+                     write_concern=concern, **jobs_options)
+    keys = IdempotencyStore(database.get_collection("idempotency_keys", write_concern=concern,
+                                                    read_preference=ReadPreference.PRIMARY),
+                            config["IDEMPOTENCY_HOURS"], config["IDEMPOTENCY_LEASE_SECONDS"],
+                            sessions.now)
     indexes = db.IndexSetup((sessions, jobs, keys))
     indexes.ensure()  # a store that is down now is retried before writes and by /readyz
     return Dungeon(

@@ -14,9 +14,12 @@ from flask import Flask
 from flask_pymongo import PyMongo
 from pymongo.errors import PyMongoError
 
-from .errors import ConfigError, StoreUnavailable
+from .errors import ConfigError, StoreUnavailable, store_error_fields
 
 log = logging.getLogger(__name__)
+
+# IndexOptionsConflict, IndexKeySpecsConflict, and a unique index over duplicates.
+INDEX_CONFLICT_CODES = {85, 86, 11000}
 
 
 def init_app(app: Flask, client: Any = None):
@@ -24,7 +27,7 @@ def init_app(app: Flask, client: Any = None):
     config = app.config
     if client is not None:
         if isinstance(client, mongomock.MongoClient):
-            _enable_mongomock_gridfs()
+            prepare_mongomock()
         return client[config["MONGO_DB"]]
     if config["MONGO_URI"]:
         return _mongodb(app)
@@ -38,15 +41,64 @@ def init_app(app: Flask, client: Any = None):
 
 def embedded_client() -> mongomock.MongoClient:
     """Return a new in-memory client that speaks pymongo's API."""
-    _enable_mongomock_gridfs()
+    prepare_mongomock()
     return mongomock.MongoClient(tz_aware=True)
 
 
 @functools.cache
-def _enable_mongomock_gridfs() -> None:
+def prepare_mongomock() -> None:
+    """Make mongomock fit to serve: GridFS on it, and every operation under one lock."""
     # GridFS accepts mongomock databases only after this process-wide patch;
     # cached because each call would stack another patch.
     mongomock.gridfs.enable_gridfs_integration()
+    _serialise_mongomock()
+
+
+# One lock for every embedded collection of the process.  mongomock is not
+# thread-safe: a query copies a collection's documents while another thread
+# updates one of them, and "dictionary changed size during iteration" ends
+# the request.  gunicorn serves requests and image jobs on threads, so every
+# operation of the embedded store runs under this lock.  One lock rather
+# than one per collection: an operation may touch several (GridFS does), and
+# the embedded store is for trying the service out, not for throughput.
+EMBEDDED_LOCK = threading.RLock()
+_SERIALISED = (
+    "insert_one", "insert_many", "find_one", "find_one_and_update", "find_one_and_replace",
+    "find_one_and_delete", "update_one", "update_many", "replace_one", "delete_one",
+    "delete_many", "count_documents", "estimated_document_count", "distinct", "aggregate",
+    "create_index", "create_indexes", "drop_index", "drop_indexes", "index_information",
+    "list_indexes", "bulk_write", "drop", "find")
+
+
+def _serialise_mongomock() -> None:
+    """Make every mongomock collection operation, and reading a cursor, take ``EMBEDDED_LOCK``."""
+    from mongomock.collection import Collection, Cursor
+
+    for name in _SERIALISED:
+        setattr(Collection, name, _locked(getattr(Collection, name)))
+    # A cursor computes its results when first read, after find() returned.
+    Cursor._compute_results = _locked(Cursor._compute_results)
+
+
+def _locked(function):
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        with EMBEDDED_LOCK:
+            return function(*args, **kwargs)
+
+    return run
+
+
+def with_write_concern(database, concern):
+    """Return ``database`` with ``concern`` for every collection taken from it.
+
+    The embedded store has no replication and mongomock refuses the option,
+    so its database is returned as it is.
+    """
+    try:
+        return database.with_options(write_concern=concern)
+    except NotImplementedError:
+        return database
 
 
 def _mongodb(app: Flask):
@@ -72,6 +124,7 @@ class IndexSetup:
     def __init__(self, parts):
         self.parts = list(parts)
         self.ready = False
+        self.error: str | None = None  # why the last attempt failed, for /readyz
         self._lock = threading.Lock()
 
     def ensure(self) -> bool:
@@ -83,15 +136,28 @@ class IndexSetup:
                 try:
                     for part in self.parts:
                         part.ensure_indexes()
-                    self.ready = True
+                    self.ready, self.error = True, None
                 except PyMongoError as exc:
-                    log.error("store indexes not created yet: %s", type(exc).__name__)
+                    self._failed(exc)
         return self.ready
+
+    def _failed(self, exc: PyMongoError) -> None:
+        fields = store_error_fields(exc)
+        code = fields.get("error_code")
+        self.error = f"{fields['error_type']}" + (f" (code {code})" if code is not None else "") \
+            + f": {fields['error_message']}"
+        if code in INDEX_CONFLICT_CODES:
+            # Not a passing outage: an index of the same name differs, or
+            # existing documents break a unique index.  An operator must act.
+            log.error("store index definition conflicts with the database: %s", self.error,
+                      extra=fields)
+        else:
+            log.error("store indexes not created yet: %s", self.error, extra=fields)
 
     def require(self) -> None:
         """Raise StoreUnavailable unless the indexes exist."""
         if not self.ensure():
-            raise StoreUnavailable(headers={"Retry-After": "2"})
+            raise StoreUnavailable("Saved games are not ready yet; nothing was saved. Try again.")
 
 
 def ping(database, timeout: float = 2.0) -> None:

@@ -15,16 +15,19 @@ import re
 from typing import Any
 
 from flask import Flask, g, jsonify
-from pymongo.errors import (
-    ConnectionFailure,
-    ExecutionTimeout,
-    PyMongoError,
-    WriteConcernError,
-    WTimeoutError,
-)
+from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+class NotCommitted(Exception):
+    """Mixin: raised by a write path that knows for certain it saved nothing.
+
+    Only these errors let a caller undo what it prepared for the write (an
+    image slot) or forget an ``Idempotency-Key``; after any other failure the
+    write may have been applied, and the service acts as if it had been.
+    """
 
 
 class DungeonError(Exception):
@@ -114,7 +117,7 @@ class SessionNotFound(NotFound):
     message = "No game with this id."
 
 
-class SessionConflict(Conflict):
+class SessionConflict(Conflict, NotCommitted):
     """409: a newer turn was saved by another request; nothing was written."""
 
     code = "session_conflict"
@@ -129,10 +132,35 @@ class IdempotencyConflict(Conflict):
 
 
 class StoreUnavailable(ServiceUnavailable):
-    """503: MongoDB could not be reached or could not confirm a write."""
+    """503: MongoDB could not be reached or could not confirm a write.
+
+    The message never claims that nothing changed: a write whose answer was
+    lost may have been applied.  A retry with the same ``Idempotency-Key`` is
+    applied at most once, whichever it was.
+    """
 
     code = "store_unavailable"
-    message = "Saved games are unreachable for a moment; nothing was changed. Try again."
+    message = ("Saved games are unreachable for a moment. Try again; a retry with the same "
+               "Idempotency-Key is applied at most once.")
+    retry_after = 2
+
+    def __init__(self, message: str | None = None, *, details: Any = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message, details=details,
+                         headers={"Retry-After": str(self.retry_after), **(headers or {})})
+
+
+class NothingSaved(StoreUnavailable, NotCommitted):
+    """503: a write failed and a read from the primary showed it was not applied."""
+
+    message = "Saved games are unreachable for a moment; nothing was saved. Try again."
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """503: a write may or may not have been applied, and no read could tell which."""
+
+    message = ("Saved games could not confirm this change. Retry with the same "
+               "Idempotency-Key: the change is then applied exactly once.")
 
 
 class NarratorUnavailable(ServiceUnavailable):
@@ -140,6 +168,18 @@ class NarratorUnavailable(ServiceUnavailable):
 
     code = "narrator_unavailable"
     message = "The narrator is unavailable; nothing was saved. Try the action again."
+
+
+def known_not_committed(exc: BaseException) -> bool:
+    """Return True if ``exc`` proves that the write it interrupted saved nothing.
+
+    A refusal (4xx) and a narrator failure come before anything is written;
+    every other error, a MongoDB error above all, may follow an applied write.
+    """
+    if isinstance(exc, NotCommitted):
+        return True
+    return isinstance(exc, DungeonError) and (exc.status < 500 or
+                                              isinstance(exc, NarratorUnavailable))
 
 
 class TooManyRequests(DungeonError):
@@ -300,18 +340,31 @@ def handle_http_exception(exc: HTTPException):
 
 
 def handle_store_error(exc: PyMongoError):
-    """A database that cannot be reached or cannot confirm a write: 503, not a crash.
+    """Any MongoDB error that reached a route: 503 ``store_unavailable``, never a crash.
 
-    A write whose confirmation timed out may still have been applied; the
-    client retries with the same Idempotency-Key and gets one result either way.
+    Connection failures, write-concern timeouts, elections, write conflicts,
+    interrupted or timed-out operations all mean "retry shortly"; a write
+    whose confirmation was lost may still have been applied, so the client
+    retries with the same Idempotency-Key and gets one result either way.
     """
-    log.error("store unavailable: %s", type(exc).__name__)
-    return handle_dungeon_error(StoreUnavailable(headers={"Retry-After": "2"}))
+    log.error("store error: %s", type(exc).__name__, extra=store_error_fields(exc))
+    return handle_dungeon_error(StoreUnavailable())
+
+
+def store_error_fields(exc: BaseException) -> dict[str, Any]:
+    """Return the log fields that identify a MongoDB error: type, code and server message."""
+    fields: dict[str, Any] = {"error_type": type(exc).__name__}
+    code = getattr(exc, "code", None)
+    if code is not None:
+        fields["error_code"] = code
+    details = getattr(exc, "details", None) or {}
+    message = details.get("errmsg") if isinstance(details, dict) else None
+    fields["error_message"] = str(message or exc)[:300]
+    return fields
 
 
 def init_app(app: Flask) -> None:
     """Register the JSON error handlers on ``app``."""
     app.register_error_handler(DungeonError, handle_dungeon_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    for error in (ConnectionFailure, WTimeoutError, WriteConcernError, ExecutionTimeout):
-        app.register_error_handler(error, handle_store_error)
+    app.register_error_handler(PyMongoError, handle_store_error)

@@ -30,7 +30,8 @@ def readyz():
     state = get_state()
     store = _check_store(state.db)
     if store["ok"] and not state.indexes.ensure():
-        store = {**store, "ok": False, "error": "indexes not created"}
+        store = {**store, "ok": False,
+                 "error": f"indexes not created: {state.indexes.error or 'unknown reason'}"}
     body = {"status": "ready" if store["ok"] else "unavailable",
             "checks": {"store": store, "image_providers": state.images.status()}}
     return body, 200 if store["ok"] else 503

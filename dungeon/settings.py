@@ -174,6 +174,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BREAKER_AUTH_RESET_SECONDS", 900.0, "float",
             "How long a breaker stays open after an authentication, permission or quota error.",
             minimum=0),
+    Setting("MODEL_RECHECK_SECONDS", 3600.0, "float",
+            "How long a provider whose model was reported gone stays disabled before one trial "
+            "call checks it again.", minimum=1),
     Setting("IMAGE_WORKERS", 4, "int",
             "Background threads per process generating turn images.", minimum=1),
     Setting("IMAGE_QUEUE", 32, "int", "Turn images that may wait for a background thread; "
@@ -192,6 +195,12 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1),
     Setting("IDEMPOTENCY_HOURS", 24.0, "float",
             "How long an `Idempotency-Key` answer is kept for retries.", minimum=0.01),
+    Setting("IDEMPOTENCY_LEASE_SECONDS", 300.0, "float",
+            "How long a request holds its `Idempotency-Key` before a retry may take it over "
+            "(about twice the longest request: a turn waiting for its image).", minimum=1),
+    Setting("IMAGE_RETENTION_HOURS", 24.0, "float",
+            "Stored images that no turn uses any more are collected once this old; also how "
+            "long a `POST /api/images` URL lasts at least.", minimum=0),
     Setting("TOKEN_TTL_HOURS", 720.0, "float", "Lifetime of a guest bearer token, in hours.",
             minimum=0.01),
     # --- request limits ---

@@ -43,7 +43,7 @@ def make_app(clock, mongo_client):
         image_options = {"sleep": clock.sleep, "clock": clock, "jitter": lambda: 0.0,
                          **options.pop("image_options", {})}
         return create_app(settings, extra, mongo_client=options.pop("client", mongo_client),
-                          image_options=image_options)
+                          image_options=image_options, **options)
 
     return make
 

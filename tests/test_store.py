@@ -10,6 +10,7 @@ import pytest
 
 from dungeon.errors import SessionConflict, SessionNotFound
 from dungeon.metrics import Metrics
+from dungeon.sessions.idempotency import request_key
 from dungeon.sessions.store import SessionStore, new_session_id, utcnow
 from dungeon.settings import defaults
 
@@ -77,7 +78,8 @@ def make_store(database, now):
 def new_game(store, user="u_alice", **fields):
     session = {"_id": new_session_id(), "user_id": user, "title": "T", "genre": "fantasy",
                "style": "comic", "seed": 1, **fields}
-    document, _ = store.create(session, {"action": None, "narration": "Once upon a time."})
+    document, _ = store.create(session, {"action": None, "narration": "Once upon a time."},
+                               request_key())
     return document
 
 
@@ -141,9 +143,9 @@ def test_a_stale_copy_cannot_overwrite_a_newer_turn(make_store):
     game = new_game(first)
     stale = second.load("u_alice", game["_id"])
     fresh = first.load("u_alice", game["_id"])
-    first.commit_turn(fresh, {"action": "go north", "narration": "North."})
+    first.commit_turn(fresh, {"action": "go north", "narration": "North."}, request_key())
     with pytest.raises(SessionConflict):
-        second.commit_turn(stale, {"action": "go south", "narration": "South."})
+        second.commit_turn(stale, {"action": "go south", "narration": "South."}, request_key())
     reloaded = second.load("u_alice", game["_id"])  # the conflict dropped the stale copy
     assert reloaded["turn_count"] == 2
     assert [t["action"] for t in second.recent_turns(game["_id"], 10)] == [None, "go north"]
@@ -167,7 +169,7 @@ def test_turn_numbers_stay_contiguous_under_concurrent_commits(make_store):
         for _ in range(10):
             try:
                 session = store.load("u_alice", game["_id"])
-                store.commit_turn(session, {"action": f"a{i}", "narration": "n"})
+                store.commit_turn(session, {"action": f"a{i}", "narration": "n"}, request_key())
                 done.append(i)
                 return
             except SessionConflict:
@@ -244,7 +246,7 @@ def test_turns_always_outlive_their_game(make_store, database, now):
     for _ in range(3):
         now.advance(days=9)  # past the weekly step, so turn expiries are pushed
         session = store.load("u_alice", game["_id"])
-        store.commit_turn(session, {"action": "on", "narration": "n"})
+        store.commit_turn(session, {"action": "on", "narration": "n"}, request_key())
     session = store.load("u_alice", game["_id"])
     expiries = [t["expires_at"] for t in database["turns"].find({"session_id": game["_id"]})]
     assert len(expiries) == 4

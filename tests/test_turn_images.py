@@ -53,7 +53,9 @@ def test_a_turn_answers_at_once_with_a_pending_image(play, gated):
     app.extensions["dungeon"].jobs.wait(image["id"], 5)
     ready = client.get(image["url"])
     assert ready.status_code == 200 and ready.data == PNG
-    assert ready.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert ready.headers["Cache-Control"] == "private, no-cache"  # ends with its game
+    revalidated = client.get(image["url"], headers={"If-None-Match": ready.headers["ETag"]})
+    assert revalidated.status_code == 304
     loaded = client.get(f"/api/games/{created['game']['id']}", headers=auth).json
     assert loaded["turns"][0]["image"] == {**image, "status": "ready", "provider": "gated",
                                            "placeholder": False}

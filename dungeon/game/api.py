@@ -5,20 +5,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, g, request
+from pymongo.errors import PyMongoError
 
 from .. import catalog, logs
 from ..auth import require_user
-from ..errors import ValidationFailed
+from ..errors import ValidationFailed, known_not_committed, store_error_fields
+from ..game.engine import Committed
 from ..images.api import image_url
-from ..sessions.idempotency import fingerprint
+from ..sessions.idempotency import fingerprint, request_key
 from ..state import get_state
 from ..validation import Text, json_body, query_int
 
+log = logging.getLogger(__name__)
 bp = Blueprint("game", __name__, url_prefix="/api")
 
 CREATE_SCHEMA = {
@@ -29,6 +33,7 @@ CREATE_SCHEMA = {
 }
 ACTION_SCHEMA = {"action": Text(max_length=500)}
 MAX_PAGE = 100
+CURSOR_YEARS = (1970, 9998)  # what a game's last activity can be, with room for either end
 
 
 # --- public routes -------------------------------------------------------------
@@ -75,16 +80,18 @@ def authenticate():
 @bp.post("/games")
 def create_game():
     """Start an adventure; the opening passage is turn 0."""
-    get_state().limiter.check("games", g.user_id)
     body = json_body(CREATE_SCHEMA)
 
-    def run():
-        session, turns = _engine().create(g.user_id, body["genre"], body["style"],
-                                          body.get("title"), body.get("custom_prologue"))
-        _maybe_wait(turns)
-        return {"game": game_json(session), "turns": [turn_json(t) for t in _reread(turns)]}, 201
+    def run(key: str, settle: bool) -> Committed:
+        return _engine().create(g.user_id, body["genre"], body["style"], key,
+                                body.get("title"), body.get("custom_prologue"), settle)
 
-    return _idempotent("create_game", body, run)
+    def answer(committed: Committed):
+        _maybe_wait(committed.turns)
+        turns = _engine().images_now(committed.session, committed.turns)
+        return {"game": game_json(committed.session), "turns": [turn_json(t) for t in turns]}, 201
+
+    return _idempotent("create_game", body, "games", run, answer)
 
 
 @bp.get("/games")
@@ -118,24 +125,27 @@ def get_turns(session_id: str):
 @bp.post("/games/<session_id>/actions")
 def take_action(session_id: str):
     """Play the player's action as the next turn."""
-    get_state().limiter.check("actions", g.user_id)
     body = json_body(ACTION_SCHEMA)
 
-    def run():
-        session, turn = _engine().act(g.user_id, session_id, body["action"])
-        _maybe_wait([turn])
-        return {"game": game_json(session), "turn": turn_json(_reread([turn])[0])}, 201
+    def run(key: str, settle: bool) -> Committed:
+        return _engine().act(g.user_id, session_id, body["action"], key, settle)
 
-    return _idempotent(f"take_action:{session_id}", body, run)
+    return _idempotent(f"take_action:{session_id}", body, "actions", run, _turn_answer(201))
 
 
 @bp.post("/games/<session_id>/turns/<int:n>/image")
 def retry_turn_image(session_id: str, n: int):
     """Ask again for a turn's image when it ended as a placeholder."""
-    get_state().limiter.check("images", g.user_id)
-    turn = _engine().retry_image(g.user_id, session_id, n)
-    _maybe_wait([turn])
-    return {"turn": turn_json(_reread([turn])[0])}, 202
+
+    def run(key: str, settle: bool) -> Committed:
+        return _engine().retry_image(g.user_id, session_id, n, key, settle)
+
+    def answer(committed: Committed):
+        _maybe_wait(committed.turns)
+        turn = _engine().images_now(committed.session, committed.turns)[0]
+        return {"turn": turn_json(turn)}, 202
+
+    return _idempotent(f"retry_turn_image:{session_id}:{n}", {}, "images", run, answer)
 
 
 @bp.delete("/games/<session_id>")
@@ -154,22 +164,60 @@ def _engine():
     return get_state().game
 
 
-def _idempotent(route: str, body: dict[str, Any], run: Callable[[], tuple[dict, int]]):
-    """Run ``run`` once per ``Idempotency-Key``; a retry gets the first answer."""
+def _idempotent(route: str, body: dict[str, Any], limit: str,
+                run: Callable[[str, bool], Committed],
+                answer: Callable[[Committed], tuple[dict[str, Any], int]]):
+    """Run a write at most once per ``Idempotency-Key``; every retry gets what it committed.
+
+    The one owner of a keyed write's lifecycle: claim the key (or find the
+    earlier request's result and answer it from the current state, before
+    any rate limit is counted), run the write with the key stored in what it
+    commits, then record the result.  A failure that proves nothing was
+    saved forgets the claim; any other keeps it, released, so that the
+    retry settles what the failed attempt may have committed.
+    """
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return run()
-    keys = get_state().idempotency
-    earlier = keys.begin(g.user_id, key, fingerprint(route, body))
-    if earlier is not None:
-        return earlier["body"], earlier["status"], {"Idempotent-Replayed": "true"}
+    state = get_state()
+    claim = state.idempotency.claim(g.user_id, key, fingerprint(route, body)) \
+        if key is not None else None
+    if claim is not None and claim.result is not None:
+        replay = _engine().committed(g.user_id, claim.result["session_id"], claim.result["n"],
+                                     replayed=True)
+        return _answered(answer, replay)
     try:
-        answer, status = run()
-    except Exception:
-        keys.abandon(g.user_id, key)
+        state.limiter.check(limit, g.user_id)
+        committed = run(claim.key if claim else request_key(), bool(claim and claim.takeover))
+    except Exception as exc:
+        if claim is not None:
+            if known_not_committed(exc):
+                state.idempotency.abandon(claim)
+            else:
+                state.idempotency.release(claim)
         raise
-    keys.finish(g.user_id, key, status, answer)
-    return answer, status
+    if claim is not None:
+        try:
+            state.idempotency.finish(claim, committed.reference)
+        except PyMongoError as exc:
+            # Committed all the same: the retry takes the claim over and
+            # finds the commit by its key.
+            log.warning("idempotency result not recorded", extra=store_error_fields(exc))
+            state.idempotency.release(claim)
+    return _answered(answer, committed)
+
+
+def _answered(answer: Callable[[Committed], tuple[dict[str, Any], int]], committed: Committed):
+    body, status = answer(committed)
+    headers = {"Idempotent-Replayed": "true"} if committed.replayed else {}
+    return body, status, headers
+
+
+def _turn_answer(status: int) -> Callable[[Committed], tuple[dict[str, Any], int]]:
+    def answer(committed: Committed):
+        _maybe_wait(committed.turns)
+        turn = _engine().images_now(committed.session, committed.turns)[0]
+        return {"game": game_json(committed.session), "turn": turn_json(turn)}, status
+
+    return answer
 
 
 def _maybe_wait(turns: list[dict[str, Any]]) -> None:
@@ -178,10 +226,6 @@ def _maybe_wait(turns: list[dict[str, Any]]) -> None:
         return
     for turn in turns:
         get_state().jobs.wait(turn["image"]["id"])
-
-
-def _reread(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [_engine().fresh_image(turn) for turn in turns]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -212,7 +256,8 @@ def _encode_cursor(session: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str | None):
+def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """Return the position a list cursor names; 422 naming ``cursor`` when it names none."""
     if not cursor:
         return None
     try:
@@ -220,6 +265,14 @@ def _decode_cursor(cursor: str | None):
         active, session_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(session_id, str) or len(session_id) > 64:
             raise ValueError("bad id")
-        return datetime.fromisoformat(active), session_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed(details={"fields": {"cursor": "is not a valid cursor"}}) from None
+        moment = datetime.fromisoformat(active)
+        if moment.tzinfo is None:
+            raise ValueError("no time zone")
+        moment = moment.astimezone(UTC)  # OverflowError at the ends of the calendar
+        if not CURSOR_YEARS[0] <= moment.year <= CURSOR_YEARS[1]:
+            raise ValueError("out of range")
+        return moment, session_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError,
+            RecursionError):
+        raise ValidationFailed("The query parameter cursor is not valid.",
+                               details={"fields": {"cursor": "is not a valid cursor"}}) from None

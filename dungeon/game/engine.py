@@ -9,15 +9,25 @@ import time
 import weakref
 from collections.abc import Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
 from ..catalog import GENRES
-from ..errors import Conflict, NarratorUnavailable, NotFound, SessionConflict
+from ..errors import (
+    Conflict,
+    NarratorUnavailable,
+    NotFound,
+    SessionConflict,
+    SessionNotFound,
+    store_error_fields,
+)
 from ..images.jobs import ImageJobs, turn_image
 from ..images.types import ImageRequest
 from ..metrics import Metrics
 from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn
-from ..sessions.store import SessionStore, new_session_id
+from ..sessions.store import AlreadyCommitted, SessionStore, new_session_id
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +35,33 @@ COMMIT_ATTEMPTS = 5
 MAX_TURN = 10**9  # beyond any real game, and within what MongoDB integers hold
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What a write committed: the game as it now is and the turns it wrote.
+
+    ``replayed`` is True when an earlier attempt with the same request key
+    had committed it, and this one only found it.
+    """
+
+    session: dict[str, Any]
+    turns: list[dict[str, Any]]
+    replayed: bool = False
+    reference: dict[str, Any] = field(init=False)
+
+    def __post_init__(self):
+        # What an Idempotency-Key remembers: enough to answer from fresh state.
+        object.__setattr__(self, "reference", {"session_id": self.session["_id"],
+                                               "n": self.turns[-1]["n"]})
+
+
 class GameEngine:
-    """Plays games: narrates, saves each turn durably, and starts its image."""
+    """Plays games: narrates, saves each turn durably, and starts its image.
+
+    Every write carries a request key (the client's ``Idempotency-Key``, or
+    a fresh one) that is stored with what it commits.  With ``settle=True``
+    (an earlier attempt with that key ended without a known outcome) the
+    engine first looks for what that attempt committed and answers it.
+    """
 
     def __init__(self, store: SessionStore, narrator: Narrator, jobs: ImageJobs,
                  metrics: Metrics, config: Mapping[str, Any]):
@@ -39,61 +74,68 @@ class GameEngine:
 
     # --- playing --------------------------------------------------------------
 
-    def create(self, user_id: str, genre: str, style: str, title: str | None = None,
-               prologue: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def create(self, user_id: str, genre: str, style: str, key: str, title: str | None = None,
+               prologue: str | None = None, settle: bool = False) -> Committed:
         """Start a game; a custom prologue is its opening, else the narrator writes one."""
+        if settle:
+            earlier = self.store.session_by_key(user_id, key)
+            if earlier is not None:
+                return self.committed(user_id, earlier["_id"], 0, replayed=True)
         session_id, seed = new_session_id(), secrets.randbits(31)
         title = title or f"A {GENRES[genre]['title']} Adventure"
         if prologue:
             opening = Narration(prologue, prologue[:400])
         else:
             opening = self._narrate(NarrationContext(genre, style, title, seed, 0))
-        slot = self.jobs.reserve(session_id, 0, ImageRequest(opening.image_prompt, genre, style))
         session = {"_id": session_id, "user_id": user_id, "title": title, "genre": genre,
                    "style": style, "seed": seed}
+        request = ImageRequest(opening.image_prompt, genre, style)
         try:
-            session, turn = self.store.create(session, _turn(None, opening, slot))
+            with self.jobs.for_turn(session_id, 0, request, self.store.turns_expiry()) as slot:
+                session, turn = self.store.create(session, _turn(None, opening, slot), key)
+        except AlreadyCommitted as exc:
+            return self.committed(user_id, exc.document["_id"], 0, replayed=True)
         except Exception:
             self.metrics.session_creations.labels("failed").inc()
-            self.jobs.discard(slot)
             raise
         self.metrics.session_creations.labels("created").inc()
-        self.jobs.submit(slot)
         log.info("game created", extra={"session_id": session_id, "user_id": user_id})
-        return session, [turn]
+        return Committed(session, [turn])
 
-    def act(self, user_id: str, session_id: str,
-            action: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def act(self, user_id: str, session_id: str, action: str, key: str,
+            settle: bool = False) -> Committed:
         """Play ``action`` as the next turn; retried from fresh state if a stale copy lost."""
         with self._session_lock(session_id):
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 session = self.store.load(user_id, session_id)
-                try:
-                    return self._play(session, action)
-                except SessionConflict:
-                    # Nothing was written: the store dropped its stale copy,
-                    # so the next attempt narrates from the real latest turn.
-                    if attempt == COMMIT_ATTEMPTS:
-                        raise
+                earlier = self.store.turn_by_key(session_id, key) if settle else None
+                if earlier is None:
+                    try:
+                        return self._play(session, action, key)
+                    except SessionConflict:
+                        # Nothing was written: the store dropped its stale
+                        # copy, so the next attempt narrates from the real
+                        # latest turn.
+                        if attempt == COMMIT_ATTEMPTS:
+                            raise
+                        continue
+                    except AlreadyCommitted as exc:
+                        earlier = exc.document
+                return Committed(self.store.settle(session, earlier), [earlier], replayed=True)
         raise AssertionError("unreachable")
 
-    def _play(self, session: dict[str, Any], action: str) -> tuple[dict[str, Any], dict]:
+    def _play(self, session: dict[str, Any], action: str, key: str) -> Committed:
         history = self.store.recent_turns(session["_id"], self.context_turns)
         context = NarrationContext(
             session["genre"], session["style"], session["title"], session["seed"],
             session["turn_count"], action,
             [PastTurn(t.get("action"), t["narration"]) for t in history])
         narration = self._narrate(context)
-        slot = self.jobs.reserve(session["_id"], session["turn_count"],
-                                 ImageRequest(narration.image_prompt, session["genre"],
-                                              session["style"]))
-        try:
-            session, turn = self.store.commit_turn(session, _turn(action, narration, slot))
-        except Exception:
-            self.jobs.discard(slot)
-            raise
-        self.jobs.submit(slot)
-        return session, turn
+        request = ImageRequest(narration.image_prompt, session["genre"], session["style"])
+        with self.jobs.for_turn(session["_id"], session["turn_count"], request,
+                                self.store.turns_expiry()) as slot:
+            session, turn = self.store.commit_turn(session, _turn(action, narration, slot), key)
+        return Committed(session, [turn])
 
     def _narrate(self, context: NarrationContext) -> Narration:
         started, name = time.perf_counter(), self.narrator.name
@@ -131,56 +173,95 @@ class GameEngine:
         if not turns or turns[-1]["n"] != session["turn_count"] - 1:
             # The cached copy is behind: another process played a turn since
             # (or deleted the game; every game has its opening turn).
-            self.store.cache.invalidate((user_id, session_id))
+            self.store.forget_cached(user_id, session_id)
             session = self.store.load(user_id, session_id)
             turns = self.store.recent_turns(session_id, self.recent)
-        return session, [self.fresh_image(turn) for turn in turns]
+        return session, self.images_now(session, turns)
+
+    def committed(self, user_id: str, session_id: str, n: int,
+                  replayed: bool = False) -> Committed:
+        """Return game ``session_id`` with its turn ``n`` as they are now (to answer a replay)."""
+        session = self.store.load(user_id, session_id)
+        return Committed(session, [self._turn(session, n)], replayed)
 
     def turns_before(self, user_id: str, session_id: str, before: int | None,
                      limit: int) -> list[dict[str, Any]]:
         """Return up to ``limit`` turns of a game before turn ``before``."""
-        self.store.load(user_id, session_id)
-        return [self.fresh_image(t) for t in self.store.recent_turns(session_id, limit, before)]
+        session = self.store.load(user_id, session_id)
+        return self.images_now(session, self.store.recent_turns(session_id, limit, before))
 
-    def fresh_image(self, turn: dict[str, Any]) -> dict[str, Any]:
-        """Return ``turn`` with its image's current state if it was pending."""
+    def images_now(self, session: Mapping[str, Any],
+                   turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return ``turns`` with the current state of each image that was pending.
+
+        Reading a pending image may move it on: an abandoned slot is claimed
+        again, a missing one is restored as the placeholder.
+        """
+        return [self._image_now(session, turn) for turn in turns]
+
+    def _image_now(self, session: Mapping[str, Any], turn: dict[str, Any]) -> dict[str, Any]:
         image = turn.get("image") or {}
-        if image.get("status") == "pending":
-            slot = self.jobs.find(image["id"])  # reclaims an abandoned image
-            if slot is not None:
-                turn = {**turn, "image": turn_image(slot)}
-        return turn
+        if image.get("status") != "pending":
+            return turn
+        slot = self.jobs.find(image["id"])
+        if slot is None:
+            slot = self._restore_slot(session, turn)
+        if slot is None:
+            return {**turn, "image": {**image, "status": "failed", "placeholder": True}}
+        return {**turn, "image": turn_image(slot)}
+
+    def _restore_slot(self, session: Mapping[str, Any],
+                      turn: Mapping[str, Any]) -> dict[str, Any] | None:
+        request = ImageRequest(_image_prompt(turn), session["genre"], session["style"])
+        try:
+            return self.jobs.restore(turn["image"]["id"], session["_id"], turn["n"], request,
+                                     turn.get("expires_at"))
+        except PyMongoError as exc:  # read as a failed image; the next read tries again
+            log.warning("missing image slot not restored", extra=store_error_fields(exc))
+            return None
 
     def list_games(self, user_id: str, limit: int, after=None) -> list[dict[str, Any]]:
         """Return the user's games, most recently played first."""
         return self.store.list_games(user_id, limit, after)
 
     def delete(self, user_id: str, session_id: str) -> None:
-        """Delete a game and its turns."""
-        self.store.delete(user_id, session_id)
+        """Delete a game, its turns and its images; a retry finishes an interrupted delete."""
+        found = self.store.delete(user_id, session_id)
+        self.jobs.forget(session_id)
+        if not found:
+            raise SessionNotFound()
 
-    def retry_image(self, user_id: str, session_id: str, n: int) -> dict[str, Any]:
+    def retry_image(self, user_id: str, session_id: str, n: int, key: str,
+                    settle: bool = False) -> Committed:
         """Ask again for the image of turn ``n`` when it ended as a placeholder."""
         session = self.store.load(user_id, session_id)
-        if n > MAX_TURN:
-            raise NotFound(f"Turn {n} does not exist in this game.")
-        turns = self.store.recent_turns(session_id, 1, before=n + 1)
-        if not turns or turns[0]["n"] != n:
-            raise NotFound(f"Turn {n} does not exist in this game.")
-        turn = self.fresh_image(turns[0])
+        turn = self._image_now(session, self._turn(session, n))
         image = turn.get("image") or {}
+        if settle and not image.get("placeholder"):
+            # The earlier attempt's new image is on its way or made.
+            return Committed(session, [turn], replayed=True)
         if image.get("status") == "pending":
             raise Conflict("This turn's image is still being made.")
         if not image.get("placeholder"):
             raise Conflict("This turn already has its image.")
-        slot = self.jobs.reserve(session_id, n, ImageRequest(
-            turn.get("image_prompt") or turn["narration"][:400], session["genre"],
-            session["style"]))
-        self.store.set_turn_image(session_id, n, turn_image(slot))
-        self.jobs.submit(slot)
-        return {**turn, "image": turn_image(slot)}
+        request = ImageRequest(_image_prompt(turn), session["genre"], session["style"])
+        with self.jobs.for_turn(session_id, n, request, turn.get("expires_at")) as slot:
+            self.store.set_turn_image(session_id, n, turn_image(slot))
+        return Committed(session, [{**turn, "image": turn_image(slot)}])
+
+    def _turn(self, session: Mapping[str, Any], n: int) -> dict[str, Any]:
+        if not 0 <= n <= MAX_TURN:
+            raise NotFound(f"Turn {n} does not exist in this game.")
+        turn = self.store.turn(session["_id"], n)
+        if turn is None:
+            raise NotFound(f"Turn {n} does not exist in this game.")
+        return turn
 
 
 def _turn(action: str | None, narration: Narration, slot: Mapping[str, Any]) -> dict[str, Any]:
     return {"action": action, "narration": narration.narration,
             "image_prompt": narration.image_prompt, "image": turn_image(slot)}
+
+
+def _image_prompt(turn: Mapping[str, Any]) -> str:
+    return turn.get("image_prompt") or turn["narration"][:400]

@@ -22,6 +22,7 @@ IMAGE_SCHEMA = {
     "quality": Text(required=False, choices=QUALITIES),
 }
 CACHE_FOREVER = "public, max-age=31536000, immutable"
+SLOT_CACHING = "private, no-cache"
 PENDING_RETRY_SECONDS = 2
 # Browsers must treat the bytes as the declared image type and run nothing in them.
 IMAGE_SAFETY_HEADERS = {"X-Content-Type-Options": "nosniff",
@@ -52,18 +53,26 @@ def get_image(image_id: str):
     slot id, which names the image before it exists.
     """
     state = get_state()
+    caching = CACHE_FOREVER
     if valid_slot_id(image_id):
         slot = _slot(image_id)
         if slot["status"] != "ready":
             body = {"image": {"id": image_id, "status": slot["status"], "url": image_url(image_id)}}
             return body, 202, {"Retry-After": str(PENDING_RETRY_SECONDS),
                                "Cache-Control": "no-store"}
-        image_id = slot["image_id"]
-    image = state.image_store.get(image_id)
+        image = state.image_store.get(slot["image_id"])
+        if image is None:  # its stored image was lost: the placeholder stands in
+            slot = state.jobs.image_lost(slot) or slot
+            image = state.image_store.get(slot["image_id"])
+        # A turn's image ends with its game: caches must ask again (a cheap
+        # 304 while it lives), so a deleted game's pictures stop being served.
+        caching = SLOT_CACHING
+    else:
+        image = state.image_store.get(image_id)
     if image is None:
         raise ImageNotFound()
     etag = f'"{image.image_id}"'
-    headers = {"ETag": etag, "Cache-Control": CACHE_FOREVER, **IMAGE_SAFETY_HEADERS}
+    headers = {"ETag": etag, "Cache-Control": caching, **IMAGE_SAFETY_HEADERS}
     if _client_has(etag):
         return Response(status=304, headers=headers)
     return Response(image.data, mimetype=image.content_type, headers=headers)

@@ -36,6 +36,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_until = 0.0
         self._trial_in_flight = False
+        self._reason: str | None = None
 
     @property
     def state(self) -> str:
@@ -64,15 +65,23 @@ class CircuitBreaker:
             self._trial_in_flight = False
             self._set(CLOSED)
 
-    def record_failure(self, open_for: float | None = None) -> None:
-        """Count a failure; open when the threshold is reached, or at once with ``open_for``."""
+    def record_failure(self, open_for: float | None = None, reason: str | None = None) -> bool:
+        """Count a failure; open when the threshold is reached, or at once with ``open_for``.
+
+        Returns True when this failure opened the breaker (it was not open
+        already); ``reason`` is then reported by ``snapshot`` while it stays open.
+        """
         with self._lock:
             self._failures += 1
             failed_trial = self._state == HALF_OPEN
             self._trial_in_flight = False
             if open_for is not None or failed_trial or self._failures >= self.failure_threshold:
+                opened = self._state != OPEN
                 self._opened_until = self._clock() + (open_for or self.reset_seconds)
+                self._reason = reason
                 self._set(OPEN)
+                return opened
+            return False
 
     def record_neutral(self) -> None:
         """End a call that says nothing about the provider's health (a content refusal)."""
@@ -85,7 +94,8 @@ class CircuitBreaker:
         with self._lock:
             remaining = max(0.0, self._opened_until - self._clock()) if state == OPEN else 0.0
             return {"state": state, "failures": self._failures,
-                    "retry_in_seconds": round(remaining, 1)}
+                    "retry_in_seconds": round(remaining, 1),
+                    "opened_by": self._reason if state == OPEN else None}
 
     def _set(self, state: str) -> None:
         if state != self._state:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -65,7 +66,10 @@ class ImageService:
         self.sleep, self.clock, self.jitter = sleep, clock, jitter
         self.checker = checker or PromptChecker(config)
         self.session = session or requests.Session()
+        # A provider whose model is gone: why, and when one trial may check again.
         self.disabled: dict[str, str] = {}
+        self._recheck_at: dict[str, float] = {}
+        self._disabled_lock = threading.Lock()
         self.breakers = {name: self._make_breaker(name) for name in self.order}
         for name in self.order:
             shutdown = getattr(self.providers[name], "shutdown_date", None)
@@ -105,7 +109,7 @@ class ImageService:
 
     def _try_provider(self, name: str, request: ImageRequest, deadline: float,
                       attempts: list[Attempt]) -> GeneratedImage | None:
-        if name in self.disabled:
+        if name in self.disabled and not self._recheck_due(name):
             attempts.append(Attempt(name, "disabled"))
             return None
         if self.clock() >= deadline:
@@ -148,6 +152,8 @@ class ImageService:
             self._failed(name, model, breaker, error, started, request, attempts)
             raise error from None
         breaker.record_success()
+        if name in self.disabled:
+            self._enable(name, model)
         self._record(name, model, "success", started, attempts, request)
         return image
 
@@ -167,16 +173,45 @@ class ImageService:
     def _failed(self, name: str, model: str | None, breaker: CircuitBreaker, exc: ProviderError,
                 started: float, request: ImageRequest, attempts: list[Attempt]) -> None:
         if isinstance(exc, ModelGone):
-            self.disabled[name] = exc.message
-            self.metrics.provider_disabled.labels(name).set(1)
-            log.error("provider %s disabled: model %s is gone", name, model)
+            self._disable(name, model, exc.message)
         if isinstance(exc, ProviderAuthError):
-            breaker.record_failure(open_for=self.config["BREAKER_AUTH_RESET_SECONDS"])
+            opened_for = self.config["BREAKER_AUTH_RESET_SECONDS"]
+            if breaker.record_failure(open_for=opened_for, reason=exc.outcome):
+                # Providers share one key: every request would say the same
+                # thing, so it is said once per opening, and /readyz shows it.
+                log.error("provider %s refused our credentials (%s, status %s): its breaker is "
+                          "open for %.0f s; check the API key, its permissions and quota",
+                          name, exc.error_code or exc.error_type or "auth", exc.http_status,
+                          opened_for, extra={"provider": name, "model": model})
         elif exc.counts_as_failure:
             breaker.record_failure()
         else:
             breaker.record_neutral()
         self._record(name, model, exc.outcome, started, attempts, request, exc)
+
+    def _disable(self, name: str, model: str | None, why: str) -> None:
+        with self._disabled_lock:
+            self.disabled[name] = why
+            self._recheck_at[name] = self.clock() + self.config["MODEL_RECHECK_SECONDS"]
+        self.metrics.provider_disabled.labels(name).set(1)
+        log.error("provider %s disabled: model %s is gone; checked again in %.0f s", name, model,
+                  self.config["MODEL_RECHECK_SECONDS"])
+
+    def _recheck_due(self, name: str) -> bool:
+        """Return True for the one caller that may try a disabled provider again now."""
+        with self._disabled_lock:
+            if self.clock() < self._recheck_at.get(name, 0.0):
+                return False
+            # Later callers wait for this trial's verdict, one interval more.
+            self._recheck_at[name] = self.clock() + self.config["MODEL_RECHECK_SECONDS"]
+            return True
+
+    def _enable(self, name: str, model: str | None) -> None:
+        with self._disabled_lock:
+            self.disabled.pop(name, None)
+            self._recheck_at.pop(name, None)
+        self.metrics.provider_disabled.labels(name).set(0)
+        log.warning("provider %s enabled again: model %s answered", name, model)
 
     def _record(self, name: str, model: str | None, outcome: str, started: float,
                 attempts: list[Attempt], request: ImageRequest,

@@ -1,17 +1,34 @@
-"""``Idempotency-Key``: a client that retries a POST gets the first answer, not a second game."""
+"""``Idempotency-Key``: a client that retries a POST gets what was committed, never a second one.
+
+A key is *claimed* for the length of a lease; the claim ends ``done`` with a
+reference to what the request committed (a game, a turn), so a replay is
+answered from the current state of that game or turn.  A request that
+failed after its write may have been applied *releases* its claim instead
+of forgetting it: the retry takes the claim over and first looks for what
+the failed attempt may have committed under the same key (the key is stored
+on the turn or game itself, in the write that commits it).  Only a request
+known to have saved nothing *abandons* its claim.  A claim whose process
+died is taken over once its lease has run out.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import re
+import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from ..errors import BadRequest, IdempotencyConflict
+from ..errors import BadRequest, IdempotencyConflict, store_error_fields
+
+log = logging.getLogger(__name__)
 
 KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -22,46 +39,118 @@ def fingerprint(route: str, body: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class IdempotencyStore:
-    """Remembers the answer to each (user, key) for a while."""
+def request_key() -> str:
+    """Return a fresh key for a request that came without an ``Idempotency-Key``.
 
-    def __init__(self, collection, hours: float, now: Callable[[], datetime]):
+    Every commit carries a key, so that one read can tell whether a write
+    whose answer was lost was applied.
+    """
+    return "auto:" + secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One request's hold on an ``Idempotency-Key``.
+
+    ``result`` is set when an earlier identical request finished: the
+    request is a replay.  ``takeover`` is True when an earlier attempt ended
+    without a known outcome: what it committed must be looked for first.
+    """
+
+    user_id: str
+    key: str
+    owner: str | None = None
+    takeover: bool = False
+    result: Mapping[str, Any] | None = None
+
+
+class IdempotencyStore:
+    """Keeps each (user, key) claim and, once done, what it committed."""
+
+    def __init__(self, collection, hours: float, lease_seconds: float,
+                 now: Callable[[], datetime]):
         self.collection = collection
         self.keep = timedelta(hours=hours)
+        self.lease = timedelta(seconds=lease_seconds)
         self.now = now
 
     def ensure_indexes(self) -> None:
         """Create the TTL index that forgets old keys."""
         self.collection.create_index("expires_at", name="expiry_ttl", expireAfterSeconds=0)
 
-    def begin(self, user_id: str, key: str, digest: str) -> Mapping[str, Any] | None:
-        """Claim ``key``; return the stored answer of an earlier identical request, if any."""
-        if not KEY.match(key):
+    def claim(self, user_id: str, key: str, digest: str) -> Claim:
+        """Claim ``key`` for this request, or return the finished earlier one as a replay.
+
+        Raises IdempotencyConflict (409) for a key used with another body, or
+        held by a request whose lease has not run out (``Retry-After`` says
+        how long it may still hold it).
+        """
+        if not isinstance(key, str) or not KEY.match(key):
             raise BadRequest("Idempotency-Key must be 1-128 letters, digits or . _ : -")
-        now = self.now()
-        record = {"_id": f"{user_id}:{key}", "digest": digest, "state": "running",
-                  "created_at": now, "expires_at": now + self.keep}
+        record_id, owner, now = f"{user_id}:{key}", secrets.token_urlsafe(12), self.now()
+        record = {"_id": record_id, "digest": digest, "state": "running", "owner": owner,
+                  "created_at": now, "lease_until": now + self.lease,
+                  "expires_at": now + self.keep}
         try:
             self.collection.insert_one(record)
-            return None
+            return Claim(user_id, key, owner)
         except DuplicateKeyError:
             pass
-        earlier = self.collection.find_one({"_id": record["_id"]})
+        except PyMongoError:
+            # The claim may have been written: drop it, so that the retry is
+            # not kept waiting for a lease nobody holds.
+            self._quietly("drop an unconfirmed claim", self.collection.delete_one,
+                          {"_id": record_id, "owner": owner})
+            raise
+        return self._existing(user_id, key, digest, now)
+
+    def _existing(self, user_id: str, key: str, digest: str, now: datetime) -> Claim:
+        record_id = f"{user_id}:{key}"
+        earlier = self.collection.find_one({"_id": record_id})
         if earlier is None:  # expired between the two calls: claim it afresh
-            return self.begin(user_id, key, digest)
+            return self.claim(user_id, key, digest)
         if earlier["digest"] != digest:
             raise IdempotencyConflict("This Idempotency-Key was used for a different request.")
-        if earlier["state"] != "done":
+        if earlier["state"] == "done":
+            return Claim(user_id, key, result=earlier["result"])
+        lease_until = earlier.get("lease_until") or now
+        if lease_until > now:
+            wait = max(1, math.ceil((lease_until - now).total_seconds()))
+            raise IdempotencyConflict("A request with this Idempotency-Key is still running.",
+                                      headers={"Retry-After": str(wait)})
+        owner = secrets.token_urlsafe(12)
+        taken = self.collection.find_one_and_update(
+            {"_id": record_id, "state": "running", "owner": earlier.get("owner")},
+            {"$set": {"owner": owner, "lease_until": now + self.lease}})
+        if taken is None:  # another retry took it over first
             raise IdempotencyConflict("A request with this Idempotency-Key is still running.",
                                       headers={"Retry-After": "1"})
-        return earlier["answer"]
+        log.info("idempotency claim taken over: the earlier attempt's outcome is settled first")
+        return Claim(user_id, key, owner, takeover=True)
 
-    def finish(self, user_id: str, key: str, status: int, body: Mapping[str, Any]) -> None:
-        """Store the answer for retries of the same request."""
-        self.collection.update_one({"_id": f"{user_id}:{key}"},
-                                   {"$set": {"state": "done",
-                                             "answer": {"status": status, "body": body}}})
+    def finish(self, claim: Claim, result: Mapping[str, Any]) -> None:
+        """Record what the request committed, for its replays."""
+        self.collection.update_one({"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner},
+                                   {"$set": {"state": "done", "result": dict(result)}})
 
-    def abandon(self, user_id: str, key: str) -> None:
-        """Forget a claim whose request failed, so that a retry runs it again."""
-        self.collection.delete_one({"_id": f"{user_id}:{key}", "state": "running"})
+    def release(self, claim: Claim) -> None:
+        """End a claim whose request may have committed: a retry takes it over at once.
+
+        Best effort: when the store cannot be reached, the lease runs out instead.
+        """
+        self._quietly("release a claim", self.collection.update_one,
+                      {"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner,
+                       "state": "running"}, {"$set": {"lease_until": self.now()}})
+
+    def abandon(self, claim: Claim) -> None:
+        """Forget a claim whose request is known to have saved nothing; a retry runs afresh."""
+        self._quietly("abandon a claim", self.collection.delete_one,
+                      {"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner,
+                       "state": "running"})
+
+    @staticmethod
+    def _quietly(what: str, operation: Callable[..., Any], *args: Any) -> None:
+        try:
+            operation(*args)
+        except PyMongoError as exc:
+            log.warning("could not %s; its lease ends it", what, extra=store_error_fields(exc))

@@ -16,14 +16,22 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from ..errors import SessionConflict, SessionNotFound
+from ..errors import (
+    NotCommitted,
+    NothingSaved,
+    OutcomeUnknown,
+    SessionConflict,
+    SessionNotFound,
+    store_error_fields,
+)
 from ..metrics import Metrics
 from .cache import SessionCache
 
@@ -34,6 +42,17 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 # steps of it, so sliding a game's expiry costs one bulk write a week, not
 # one per read.
 TURN_EXPIRY_SLACK = timedelta(days=7)
+# Only documents written with a key take part in its unique index: games and
+# turns saved before keys were stored have none.
+HAS_KEY = {"request_key": {"$type": "string"}}
+
+
+class AlreadyCommitted(NotCommitted):
+    """This attempt saved nothing: an earlier attempt with the same key committed ``document``."""
+
+    def __init__(self, document: dict[str, Any]):
+        super().__init__("already committed under this key")
+        self.document = document
 
 
 def utcnow() -> datetime:
@@ -64,7 +83,8 @@ class SessionStore:
 
     def __init__(self, database, config: Mapping[str, Any], metrics: Metrics, *,
                  now: Callable[[], datetime] = utcnow,
-                 timer: Callable[[], float] = time.monotonic):
+                 timer: Callable[[], float] = time.monotonic,
+                 on_turns_expiry: Callable[[str, datetime], None] | None = None):
         options = {"write_concern": write_concern(config),
                    "read_preference": ReadPreference.PRIMARY}
         self.sessions = database.get_collection("sessions", **options)
@@ -73,6 +93,9 @@ class SessionStore:
         self.now = now
         self.expiry = timedelta(days=config["SESSION_EXPIRY_DAYS"])
         self.touch_every = timedelta(seconds=config["SESSION_TOUCH_SECONDS"])
+        # Told when a game's turns get a later expiry, so what hangs off them
+        # (their image slots) lives as long.
+        self.on_turns_expiry = on_turns_expiry or (lambda _session_id, _when: None)
         self.cache = SessionCache(
             config["SESSION_CACHE_SIZE"], config["SESSION_CACHE_TTL"], timer=timer,
             on_hit=metrics.session_cache_hits.inc, on_miss=metrics.session_cache_misses.inc)
@@ -82,28 +105,89 @@ class SessionStore:
         self.sessions.create_index([("user_id", ASCENDING), ("last_active_at", DESCENDING),
                                     ("_id", DESCENDING)], name="user_recent")
         self.sessions.create_index("expires_at", name="expiry_ttl", expireAfterSeconds=0)
+        self.sessions.create_index([("user_id", ASCENDING), ("request_key", ASCENDING)],
+                                   name="user_request_key", unique=True,
+                                   partialFilterExpression=HAS_KEY)
         self.turns.create_index([("session_id", ASCENDING), ("n", ASCENDING)],
                                 name="session_turn", unique=True)
+        self.turns.create_index([("session_id", ASCENDING), ("request_key", ASCENDING)],
+                                name="session_request_key", unique=True,
+                                partialFilterExpression=HAS_KEY)
         self.turns.create_index("expires_at", name="expiry_ttl", expireAfterSeconds=0)
 
     # --- create ---------------------------------------------------------------
 
-    def create(self, session: dict[str, Any],
-               opening: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Store a new game and its opening turn; return both once the server confirmed them."""
+    def create(self, session: dict[str, Any], opening: dict[str, Any],
+               key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Store a new game and its opening turn; return both once the server confirmed them.
+
+        The session insert is the commit point, and it carries ``key``: a
+        write whose answer was lost is settled by one read, and a second
+        game under the same key is refused by the unique index
+        (AlreadyCommitted names the first).
+        """
         now = self.now()
-        expiry = self._expiry_fields(now, force=True)
-        opening = {**opening, "session_id": session["_id"], "n": 0, "created_at": now,
+        expiry = self._expiry_fields(now)
+        opening = {**opening, "_id": ObjectId(), "session_id": session["_id"], "n": 0,
+                   "request_key": key, "created_at": now,
                    "expires_at": expiry.get("turns_expire_at")}
         document = {**session, "version": 1, "turn_count": 1, "status": "active",
-                    "created_at": now, "updated_at": now, "last_active_at": now, **expiry}
+                    "request_key": key, "created_at": now, "updated_at": now,
+                    "last_active_at": now, **expiry}
         # The turn goes first: a crash in between leaves an orphan turn that
         # expires, never a game without its opening.
-        self.turns.insert_one(opening)
-        self.sessions.insert_one(document)
+        self._insert(self.turns, opening)
+        try:
+            self._insert(self.sessions, document)
+        except NothingSaved:
+            self._quietly("remove an unused opening", self.turns.delete_one,
+                          {"_id": opening["_id"]})
+            raise
+        except DuplicateKeyError:
+            earlier = self.session_by_key(session["user_id"], key)
+            if earlier is None:
+                raise
+            self._quietly("remove an unused opening", self.turns.delete_one,
+                          {"_id": opening["_id"]})
+            raise AlreadyCommitted(earlier) from None
         self.cache.put(_key(document), document)
         self._cache_size()
         return document, opening
+
+    def _insert(self, collection, document: dict[str, Any]) -> None:
+        """Insert ``document``; when the answer is lost, one read by ``_id`` tells the outcome.
+
+        Returns once the document is known to be stored.  Raises NothingSaved
+        when it is known not to be, OutcomeUnknown when not even the read
+        could tell, and DuplicateKeyError as the unique indexes decide.
+        """
+        try:
+            collection.insert_one(document)
+            return
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            failure = exc
+        try:
+            found = collection.find_one({"_id": document["_id"]}, {"_id": 1})
+        except PyMongoError as exc:
+            log.error("write outcome unknown: %s", type(failure).__name__,
+                      extra={"collection": collection.name, **store_error_fields(exc)})
+            raise OutcomeUnknown() from failure
+        if found is None:
+            log.warning("write not applied: %s", type(failure).__name__,
+                        extra={"collection": collection.name, **store_error_fields(failure)})
+            raise NothingSaved() from failure
+        log.warning("write applied though its answer was lost: %s", type(failure).__name__,
+                    extra={"collection": collection.name, **store_error_fields(failure)})
+
+    def session_by_key(self, user_id: str, key: str) -> dict[str, Any] | None:
+        """Return the game ``user_id`` created with request key ``key``, if any."""
+        return self.sessions.find_one({"user_id": user_id, "request_key": key})
+
+    def turn_by_key(self, session_id: str, key: str) -> dict[str, Any] | None:
+        """Return the turn of ``session_id`` committed with request key ``key``, if any."""
+        return self.turns.find_one({"session_id": session_id, "request_key": key})
 
     # --- read -----------------------------------------------------------------
 
@@ -138,13 +222,16 @@ class SessionStore:
         if document is None:
             self._explain_miss(user_id, session_id)
         document = self._repair_turn_count(document)
-        self.cache.put(_key(document), document)
-        self._cache_size()
+        if not document.pop("uncacheable", False):
+            self.cache.put(_key(document), document)
+            self._cache_size()
         return document
 
-    def _explain_miss(self, user_id: str, session_id: str) -> None:
+    def _explain_miss(self, user_id: str, session_id: str,
+                      other: Mapping[str, Any] | None | bool = False) -> NoReturn:
         """Log why a lookup missed, then raise; the client never learns which."""
-        other = self.sessions.find_one({"_id": session_id}, {"user_id": 1})
+        if other is False:
+            other = self.sessions.find_one({"_id": session_id}, {"user_id": 1})
         if other is not None:
             self._miss("not_found", user_id, session_id, "owned by another user",
                        owner_id=other["user_id"])
@@ -152,7 +239,7 @@ class SessionStore:
                    "no such session (never created, deleted, or expired and removed)")
 
     def _miss(self, outcome: str, user_id: str, session_id: str, why: str | None = None,
-              **fields: Any) -> None:
+              **fields: Any) -> NoReturn:
         self._lookup(outcome)
         log.warning("session lookup missed: %s", why or outcome,
                     extra={"session_id": session_id, "user_id": user_id, **fields})
@@ -166,10 +253,16 @@ class SessionStore:
             return document
         log.warning("session turn count repaired from %s to %s", document["turn_count"],
                     last["n"] + 1, extra={"session_id": document["_id"]})
-        repaired = self.sessions.find_one_and_update(
-            {"_id": document["_id"]}, {"$max": {"turn_count": last["n"] + 1},
-                                       "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER)
+        try:
+            repaired = self.sessions.find_one_and_update(
+                {"_id": document["_id"]}, {"$max": {"turn_count": last["n"] + 1},
+                                           "$inc": {"version": 1}},
+                return_document=ReturnDocument.AFTER)
+        except PyMongoError as exc:
+            # The turns are what was committed; the count follows them.  The
+            # repair is written again by the next load.
+            log.warning("turn count repair not saved", extra=store_error_fields(exc))
+            return {**document, "turn_count": last["n"] + 1, "uncacheable": True}
         return repaired or document
 
     def recent_turns(self, session_id: str, limit: int,
@@ -180,6 +273,10 @@ class SessionStore:
             query["n"] = {"$lt": before}
         found = list(self.turns.find(query, sort=[("n", DESCENDING)], limit=limit))
         return found[::-1]
+
+    def turn(self, session_id: str, n: int) -> dict[str, Any] | None:
+        """Return turn ``n`` of ``session_id``, or None."""
+        return self.turns.find_one({"session_id": session_id, "n": n})
 
     def list_games(self, user_id: str, limit: int,
                    after: tuple[datetime, str] | None = None) -> list[dict[str, Any]]:
@@ -196,60 +293,94 @@ class SessionStore:
 
     # --- write ----------------------------------------------------------------
 
-    def commit_turn(self, session: dict[str, Any],
-                    turn: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def commit_turn(self, session: dict[str, Any], turn: dict[str, Any],
+                    key: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Commit ``turn`` as the next turn of ``session``; return the session and the turn.
 
-        The unique (session, number) insert is the commit point: when the copy
-        of ``session`` was stale, that number is taken and SessionConflict is
-        raised with nothing written.  The session is then advanced under its
-        version guard.
+        The unique (session, number) insert is the commit point, and it
+        carries ``key``.  When the copy of ``session`` was stale, that number
+        is taken and SessionConflict is raised with nothing written; when an
+        earlier attempt already committed under ``key``, AlreadyCommitted
+        names its turn.  A lost answer is settled by one read (see
+        ``_insert``).  Once the turn is stored, the session is advanced under
+        its version guard; if that write fails the turn stands all the same
+        and the count is repaired from the turns on the next load.
         """
         n, now = session["turn_count"], self.now()
-        expiry = self._expiry_fields(now, session)
+        expiry = self._expiry_for_turn(now, session)
+        document = {**turn, "_id": ObjectId(), "session_id": session["_id"], "n": n,
+                    "request_key": key, "created_at": now,
+                    "expires_at": expiry.get("turns_expire_at", session.get("turns_expire_at"))}
         try:
-            self.turns.insert_one({**turn, "session_id": session["_id"], "n": n,
-                                   "created_at": now, "expires_at": expiry.get(
-                                       "turns_expire_at", session.get("turns_expire_at"))})
+            self._insert(self.turns, document)
         except DuplicateKeyError:
+            earlier = self.turn_by_key(session["_id"], key)
+            if earlier is not None:
+                raise AlreadyCommitted(earlier) from None
             self.cache.invalidate(_key(session))
             self._lookup("conflict")
             log.info("turn %s already taken: stale copy of the session", n,
                      extra={"session_id": session["_id"], "user_id": session["user_id"]})
             raise SessionConflict() from None
-        stored = {**turn, "session_id": session["_id"], "n": n, "created_at": now}
         update = {"$max": {"turn_count": n + 1}, "$inc": {"version": 1},
                   "$set": {"updated_at": now, "last_active_at": now, **expiry}}
-        document = self._advance(session, update)
-        self.cache.put(_key(document), document)
-        return document, stored
+        return self._advance(session, n, update), document
 
-    def _advance(self, session: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    def settle(self, session: dict[str, Any], turn: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``session`` counting the committed ``turn``, repairing the count if it lags."""
+        if session["turn_count"] > turn["n"]:
+            return session
+        return self._advance(session, turn["n"], {"$max": {"turn_count": turn["n"] + 1},
+                                                  "$inc": {"version": 1}})
+
+    def _advance(self, session: dict[str, Any], n: int, update: dict[str, Any]) -> dict[str, Any]:
         guard = {"_id": session["_id"], "user_id": session["user_id"]}
-        document = self.sessions.find_one_and_update(
-            {**guard, "version": session["version"]}, update,
-            return_document=ReturnDocument.AFTER)
-        if document is None:
-            # Someone else moved the version (a repair, another process's
-            # touch); the turn is committed all the same, and $max keeps the
-            # count from going backwards.
+        try:
             document = self.sessions.find_one_and_update(
-                guard, update, return_document=ReturnDocument.AFTER)
+                {**guard, "version": session["version"]}, update,
+                return_document=ReturnDocument.AFTER)
+            if document is None:
+                # Someone else moved the version (a repair, another process's
+                # touch); the turn is committed all the same, and $max keeps
+                # the count from going backwards.
+                document = self.sessions.find_one_and_update(
+                    guard, update, return_document=ReturnDocument.AFTER)
+        except PyMongoError as exc:
+            # The turn is stored: that is the commit.  The session's count
+            # may lag; every load checks it against the turns and repairs it.
+            log.warning("session not advanced after turn %s was saved; repaired on next load", n,
+                        extra={"session_id": session["_id"], **store_error_fields(exc)})
+            self.cache.invalidate(_key(session))
+            return {**session, **update.get("$set", {}),
+                    "turn_count": max(session["turn_count"], n + 1)}
         if document is None:
-            self.turns.delete_one({"session_id": session["_id"], "n": session["turn_count"]})
+            self.turns.delete_one({"session_id": session["_id"], "n": n})
             self._miss("not_found", session["user_id"], session["_id"], "deleted during a turn")
+        self.cache.put(_key(document), document)
         return document
 
-    def delete(self, user_id: str, session_id: str) -> None:
-        """Delete a game and its turns, or raise SessionNotFound."""
+    def delete(self, user_id: str, session_id: str) -> bool:
+        """Delete a game and its turns; return False if no game of that id was left to delete.
+
+        Deleting the session is the commit point.  A delete interrupted
+        after it is finished by the retry: with no session of that id left,
+        its remaining turns go too, and False tells the caller to clean up
+        what else hangs off the game and answer 404.  Another user's game is
+        SessionNotFound, untouched.
+        """
         if not valid_session_id(session_id):
             raise SessionNotFound()
         result = self.sessions.delete_one({"_id": session_id, "user_id": user_id})
         self.cache.invalidate((user_id, session_id))
         self._cache_size()
         if result.deleted_count == 0:
-            self._explain_miss(user_id, session_id)
+            other = self.sessions.find_one({"_id": session_id}, {"user_id": 1})
+            if other is not None:
+                self._explain_miss(user_id, session_id, other)
+            log.info("delete found no game; its leftovers are removed",
+                     extra={"session_id": session_id, "user_id": user_id})
         self.turns.delete_many({"session_id": session_id})
+        return result.deleted_count > 0
 
     def update_turn_image(self, session_id: str, n: int, slot_id: str,
                           image: Mapping[str, Any]) -> None:
@@ -264,31 +395,77 @@ class SessionStore:
     # --- expiry ---------------------------------------------------------------
 
     def _touch(self, document: dict[str, Any], now: datetime) -> dict[str, Any]:
-        """Push the game's expiry forward, at most once per ``SESSION_TOUCH_SECONDS``."""
+        """Push the game's expiry forward, at most once per ``SESSION_TOUCH_SECONDS``.
+
+        Best effort: a read is not failed because its expiry could not be
+        moved; the next read tries again.
+        """
         if now - document["last_active_at"] < self.touch_every:
             return document
-        expiry = self._expiry_fields(now, document)
-        touched = self.sessions.find_one_and_update(
-            {"_id": document["_id"], "user_id": document["user_id"]},
-            {"$set": {"last_active_at": now, **expiry}}, return_document=ReturnDocument.AFTER)
+        try:
+            expiry = self._expiry_for_turn(now, document)
+            touched = self.sessions.find_one_and_update(
+                {"_id": document["_id"], "user_id": document["user_id"]},
+                {"$set": {"last_active_at": now, **expiry}}, return_document=ReturnDocument.AFTER)
+        except PyMongoError as exc:
+            log.warning("game expiry not moved", extra={"session_id": document["_id"],
+                                                         **store_error_fields(exc)})
+            return document
         if touched is None:
             self._miss("not_found", document["user_id"], document["_id"], "deleted meanwhile")
         self.cache.put(_key(touched), touched)
         return touched
 
-    def _expiry_fields(self, now: datetime, session: Mapping[str, Any] | None = None,
-                       force: bool = False) -> dict[str, Any]:
+    def turns_expiry(self) -> datetime | None:
+        """Return when the turns of a game played now expire (None: never)."""
+        return self._expiry_fields(self.now()).get("turns_expire_at")
+
+    def _expiry_fields(self, now: datetime) -> dict[str, Any]:
+        """Return the expiry fields of a game active at ``now`` and of its turns."""
         if not self.expiry:
             return {"expires_at": None}
         expires = now + self.expiry
-        fields: dict[str, Any] = {"expires_at": expires}
-        current = (session or {}).get("turns_expire_at")
-        if force or current is None or current < expires:
-            fields["turns_expire_at"] = expires + TURN_EXPIRY_SLACK
-            if session is not None and not force:
-                self.turns.update_many({"session_id": session["_id"]},
-                                       {"$set": {"expires_at": fields["turns_expire_at"]}})
+        return {"expires_at": expires, "turns_expire_at": expires + TURN_EXPIRY_SLACK}
+
+    def _expiry_for_turn(self, now: datetime, session: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the game's new expiry fields, first moving its turns' expiry when due.
+
+        Turns' expiry moves in steps of ``TURN_EXPIRY_SLACK``, so this writes
+        once a week of play, not once a turn.  The session records the new
+        turn expiry only once the turns carry it: a failed push is retried
+        by the next turn, and turns never expire before their game.
+        """
+        fields = self._expiry_fields(now)
+        current = session.get("turns_expire_at")
+        if "turns_expire_at" not in fields or (current is not None and
+                                               current >= fields["expires_at"]):
+            fields.pop("turns_expire_at", None)
+            return fields
+        try:
+            self._push_turns_expiry(session["_id"], fields["turns_expire_at"])
+        except PyMongoError as exc:
+            log.warning("turns' expiry not moved; retried by the next turn",
+                        extra={"session_id": session["_id"], **store_error_fields(exc)})
+            del fields["turns_expire_at"]
         return fields
+
+    def _push_turns_expiry(self, session_id: str, when: datetime) -> None:
+        """Give every turn of ``session_id`` (and what hangs off them) the expiry ``when``."""
+        self.turns.update_many({"session_id": session_id}, {"$set": {"expires_at": when}})
+        self.on_turns_expiry(session_id, when)
+
+    @staticmethod
+    def _quietly(what: str, operation: Callable[..., Any], *args: Any) -> None:
+        try:
+            operation(*args)
+        except PyMongoError as exc:
+            log.warning("could not %s", what, extra=store_error_fields(exc))
+
+    # --- the cache ------------------------------------------------------------
+
+    def forget_cached(self, user_id: str, session_id: str) -> None:
+        """Drop this process's copy of a game, so the next load reads the database."""
+        self.cache.invalidate((user_id, session_id))
 
     # --- metrics --------------------------------------------------------------
 
