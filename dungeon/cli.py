@@ -1,4 +1,4 @@
-"""The ``dungeon`` command: serve, check-config, providers."""
+"""The ``dungeon`` command: serve, check-config, providers, collect-images."""
 
 from __future__ import annotations
 
@@ -45,6 +45,24 @@ def providers(online: bool) -> None:
     listed = _listed_models(state.config) if online else None
     for entry in state.images.status():
         click.echo(_provider_line(entry, listed))
+
+
+@main.command("collect-images")
+def collect_images() -> None:
+    """Delete stored images that no turn uses and that are older than IMAGE_RETENTION_HOURS.
+
+    Deleting a game collects its own images at once; this sweep catches the
+    rest (images of expired games, of POST /api/images, of interrupted
+    deletes).  Each image is checked and deleted on its own, so the sweep
+    can be stopped and run again at any time; run it daily, say, from cron.
+    """
+    app = _app_or_exit()
+    state = app.extensions["dungeon"]
+    if not state.indexes.ensure():
+        click.echo(f"store not ready: {state.indexes.error}", err=True)
+        sys.exit(1)
+    removed = state.jobs.collect()
+    click.echo(f"collected {removed} stored image(s) that nothing used")
 
 
 def _provider_line(entry: dict, listed: dict | None) -> str:

@@ -54,3 +54,28 @@ def test_serve_refuses_an_invalid_configuration_before_starting(monkeypatch):
     monkeypatch.setattr("os.execvp", lambda *a: (_ for _ in ()).throw(AssertionError("ran")))
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2 and "IMAGE_RETRIES" in result.output
+
+
+def test_collect_images_sweeps_what_nothing_uses(monkeypatch):
+    import mongomock
+
+    from dungeon import app as app_module
+
+    client = mongomock.MongoClient(tz_aware=True)  # one store for both runs, as a server is
+    original, made = app_module.create_app, []
+
+    def create_app(*args, **kwargs):
+        made.append(original(*args, mongo_client=client, **kwargs))
+        return made[-1]
+
+    monkeypatch.setenv("DUNGEON_LOAD_ENTRYPOINTS", "false")
+    monkeypatch.setenv("DUNGEON_IMAGE_RETENTION_HOURS", "0")
+    monkeypatch.setenv("DUNGEON_IMAGE_PROVIDERS", "placeholder")
+    monkeypatch.setattr(app_module, "create_app", create_app)
+    first = CliRunner().invoke(main, ["collect-images"])
+    assert first.exit_code == 0, first.output
+    state = made[-1].extensions["dungeon"]
+    state.image_store.put(b"\x89PNG\r\n\x1a\nunused", "image/png")
+    second = CliRunner().invoke(main, ["collect-images"])
+    assert "collected 1 stored image" in second.output
+    assert list(client["dungeon"]["images.files"].find()) == []

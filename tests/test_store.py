@@ -11,7 +11,7 @@ import pytest
 from dungeon.errors import SessionConflict, SessionNotFound
 from dungeon.metrics import Metrics
 from dungeon.sessions.idempotency import request_key
-from dungeon.sessions.store import SessionStore, new_session_id, utcnow
+from dungeon.sessions.store import AlreadyCommitted, SessionStore, new_session_id, utcnow
 from dungeon.settings import defaults
 
 
@@ -251,3 +251,115 @@ def test_turns_always_outlive_their_game(make_store, database, now):
     expiries = [t["expires_at"] for t in database["turns"].find({"session_id": game["_id"]})]
     assert len(expiries) == 4
     assert min(expiries) >= session["expires_at"]
+
+
+# --- request keys: what a lost answer is settled by, on either store -----------------------
+
+def test_a_second_commit_under_one_key_is_refused_by_the_database(make_store):
+    first, second = make_store(), make_store()  # two processes retrying one request
+    game = new_game(first)
+    session = first.load("u_alice", game["_id"])
+    _, turn = first.commit_turn(session, {"action": "open", "narration": "It opens."}, "k-1")
+    stale = second.load("u_alice", game["_id"])
+    fresh = {**stale, "turn_count": 2, "version": stale["version"] + 1}
+    with pytest.raises(AlreadyCommitted) as raised:
+        second.commit_turn(fresh, {"action": "open", "narration": "Again."}, "k-1")
+    assert raised.value.document["_id"] == turn["_id"]
+    assert [t["action"] for t in first.recent_turns(game["_id"], 10)] == [None, "open"]
+
+
+def test_a_second_game_under_one_key_is_refused_and_its_opening_removed(make_store, database):
+    store = make_store()
+    session = {"_id": new_session_id(), "user_id": "u_alice", "title": "T", "genre": "fantasy",
+               "style": "comic", "seed": 1}
+    store.create(session, {"action": None, "narration": "One."}, "make-game")
+    again = {**session, "_id": new_session_id()}
+    with pytest.raises(AlreadyCommitted) as raised:
+        store.create(again, {"action": None, "narration": "Two."}, "make-game")
+    assert raised.value.document["_id"] == session["_id"]
+    assert database["turns"].find_one({"session_id": again["_id"]}) is None
+    assert store.session_by_key("u_alice", "make-game")["_id"] == session["_id"]
+
+
+def test_documents_saved_without_keys_do_not_collide_in_the_key_indexes(make_store, database,
+                                                                        now):
+    if isinstance(database, mongomock.Database):
+        pytest.skip("mongomock checks a partial unique index against every document when "
+                    "building it; a real server applies the filter, as this test checks")
+    for n in range(2):
+        database["turns"].insert_one({"session_id": "legacy", "n": n, "narration": "old",
+                                      "created_at": now()})
+    make_store()  # the partial unique indexes build over keyless documents
+    info = database["turns"].index_information()["session_request_key"]
+    assert info["unique"] is True
+
+
+def test_a_count_that_lags_its_turns_is_settled(make_store):
+    store = make_store()
+    game = new_game(store)
+    session = store.load("u_alice", game["_id"])
+    _, turn = store.commit_turn(session, {"action": "a", "narration": "n"}, "k-2")
+    settled = store.settle({**session}, turn)
+    assert settled["turn_count"] == 2
+
+
+def test_a_delete_with_no_game_left_removes_its_leftover_turns(make_store, database):
+    store = make_store()
+    game = new_game(store)
+    database["sessions"].delete_one({"_id": game["_id"]})  # a delete cut off after its commit
+    assert store.delete("u_alice", game["_id"]) is False
+    assert database["turns"].find_one({"session_id": game["_id"]}) is None
+
+
+def test_a_delete_never_touches_another_users_game(make_store, database):
+    store = make_store()
+    game = new_game(store)
+    with pytest.raises(SessionNotFound):
+        store.delete("u_mallory", game["_id"])
+    assert database["turns"].find_one({"session_id": game["_id"]}) is not None
+
+
+def test_idempotency_claims_lease_and_take_over(database, now):
+    from dungeon.errors import IdempotencyConflict
+    from dungeon.sessions.idempotency import IdempotencyStore
+
+    keys = IdempotencyStore(database["idempotency_keys"], 24, 60, now)
+    keys.ensure_indexes()
+    claim = keys.claim("u_alice", "k", "digest")
+    with pytest.raises(IdempotencyConflict) as held:
+        keys.claim("u_alice", "k", "digest")
+    assert held.value.headers["Retry-After"] == "60"
+    now.advance(seconds=61)
+    taken = keys.claim("u_alice", "k", "digest")
+    assert taken.takeover and taken.owner != claim.owner
+    keys.finish(claim, {"session_id": "stale-owner"})  # the old owner can no longer finish
+    keys.release(taken)
+    again = keys.claim("u_alice", "k", "digest")
+    assert again.takeover
+    keys.finish(again, {"session_id": "s", "n": 1})
+    assert keys.claim("u_alice", "k", "digest").result == {"session_id": "s", "n": 1}
+
+
+def test_gridfs_orphan_chunks_are_replaced_on_either_store(database):
+    from dungeon.images.store import GridFSImageStore, image_id_for
+
+    if isinstance(database, mongomock.Database):
+        from dungeon.db import prepare_mongomock
+
+        prepare_mongomock()
+    images = GridFSImageStore(database)
+    images.put(b"\x89PNG\r\n\x1a\nfirst", "image/png")
+    data = b"\x89PNG\r\n\x1a\nsecond"
+    database["images.chunks"].insert_one({"files_id": image_id_for(data), "n": 0,
+                                          "data": b"torn"})
+    assert images.get(images.put(data, "image/png")).data == data
+
+
+def test_a_cached_copy_past_its_expiry_is_checked_against_the_database(make_store, now):
+    store, other_process = make_store(SESSION_EXPIRY_DAYS=30), make_store(SESSION_EXPIRY_DAYS=30)
+    game = new_game(store)
+    store.load("u_alice", game["_id"])  # cached here with the first expiry
+    now.advance(days=29)
+    other_process.load("u_alice", game["_id"])  # played elsewhere: the expiry moves on
+    now.advance(days=2)
+    assert store.load("u_alice", game["_id"])["_id"] == game["_id"]

@@ -209,7 +209,12 @@ class SessionStore:
         if document is None:
             document, outcome = self._load_from_db(user_id, session_id), "found"
         now = self.now()
-        if document.get("expires_at") and document["expires_at"] <= now:
+        if outcome == "hit" and _expired(document, now):
+            # Another process may have moved the expiry since this copy was
+            # cached: only the database can say the game is gone.
+            self.cache.invalidate((user_id, session_id))
+            document, outcome = self._load_from_db(user_id, session_id), "found"
+        if _expired(document, now):
             self.cache.invalidate((user_id, session_id))
             self._miss("expired", user_id, session_id)
         document = self._touch(document, now)
@@ -474,6 +479,10 @@ class SessionStore:
 
     def _cache_size(self) -> None:
         self.metrics.session_cache_size.set(len(self.cache))
+
+
+def _expired(document: Mapping[str, Any], now: datetime) -> bool:
+    return bool(document.get("expires_at")) and document["expires_at"] <= now
 
 
 def _key(document: Mapping[str, Any]) -> tuple[str, str]:
