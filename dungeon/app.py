@@ -12,15 +12,14 @@ from typing import Any
 
 from flask import Flask
 from flask_cors import CORS
+from flask_openapi3 import OpenAPI
 from pymongo.read_preferences import ReadPreference
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import db, errors, health, logs, metrics, requestid, settings
+from . import api, db, errors, logs, metrics, requestid, settings
 from .auth import TokenSigner
 from .errors import ConfigError, UnknownPlugin
-from .game import api as game_api
 from .game.engine import GameEngine
-from .images import api as images_api
 from .images.jobs import ImageJobs, turn_image
 from .images.service import PLACEHOLDER, ImageService
 from .images.store import GridFSImageStore
@@ -50,10 +49,11 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     images' background jobs (an ``executor``).  Invalid configuration raises
     ConfigError and no application is made.
     """
-    app = Flask(__name__)
+    app = OpenAPI(__name__, **api.openapi_options())
     app.config.update(load_config(app, config))
     logs.configure(app.config["LOG_LEVEL"], secrets=_secrets(app.config),
                    style=app.config["LOG_FORMAT"])
+    _warn_unknown_variables(os.environ)
     if app.config["PROXY_HOPS"]:
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
@@ -68,8 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},
                                              store_options or {}, jobs_options or {})
     metrics.init_app(app, app.extensions["dungeon"].metrics)
-    for blueprint in (health.bp, metrics.bp, images_api.bp, game_api.bp):
-        app.register_blueprint(blueprint)
+    api.init_app(app)
     return app
 
 
@@ -84,6 +83,14 @@ def load_config(app: Flask, overrides: Mapping[str, Any] | None) -> dict[str, An
     validated = settings.validate(app.config)
     _check_production(validated)
     return validated
+
+
+def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    for name, close in settings.unknown_variables(environ):
+        if close:
+            log.warning("%s is not a setting; did you mean %s? It is ignored.", name, close)
+        else:
+            log.info("%s is not a setting of the core; left to plugins", name)
 
 
 def _check_production(config: Mapping[str, Any]) -> None:

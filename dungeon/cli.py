@@ -11,6 +11,8 @@ import click
 from . import settings
 from .errors import ConfigError
 
+EXIT_INVALID_CONFIG = 1  # as documented in the README and in each command's help
+
 
 @click.group()
 def main() -> None:
@@ -100,4 +102,4 @@ def _app_or_exit():
         return create_app()
     except ConfigError as exc:
         click.echo(f"invalid configuration: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_INVALID_CONFIG)

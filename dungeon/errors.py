@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g, jsonify
+from flask import Flask, Response, g, jsonify
+from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
@@ -363,8 +365,87 @@ def store_error_fields(exc: BaseException) -> dict[str, Any]:
     return fields
 
 
+# Where a request model's values come from, by the model's name.
+_LOCATIONS = {"GamePath": "path", "TurnPath": "path", "ImagePath": "path",
+              "Waiting": "query", "GameList": "query", "TurnList": "query",
+              "IdempotencyHeader": "header"}
+
+
+def validation_error_response(exc: ValidationError) -> Response:
+    """Turn pydantic's verdict on a request into the one error shape (422, or 400).
+
+    The models in ``dungeon.api.schemas`` validate every request; this names
+    each bad field (body), query parameter or header with its reason.  A
+    body that is not a JSON object at all is a 400.
+    """
+    location = _LOCATIONS.get(exc.title, "body")
+    if location == "body" and not isinstance(_json_or_none(), dict):
+        error: DungeonError = BadRequest(
+            "The body must be a JSON object (Content-Type: application/json).")
+    else:
+        fields = {_field_name(e, location): _reason(e) for e in exc.errors()}
+        names = ", ".join(fields)
+        message = {"body": "The request body is not valid.",
+                   "query": f"The query parameter {names} is not valid.",
+                   "path": "The address names nothing valid.",
+                   "header": f"The header {names} is not valid."}[location]
+        error = ValidationFailed(message, details={"fields": fields})
+    response = jsonify(error_body(error.code, error.message, error.details))
+    response.status_code = error.status
+    return response
+
+
+def _json_or_none() -> Any:
+    from flask import request
+
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
+def _field_name(error: Mapping[str, Any], location: str) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    if error.get("type") == "extra_forbidden" or location != "body":
+        return ".".join(loc) or location
+    return ".".join(loc) or "body"
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    """Return a person's reason for one pydantic error."""
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return "must be one of: " + ", ".join(sorted(choices))
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "string_type":
+        return "must be a string"
+    if kind == "value_error":
+        return str(ctx.get("error", error.get("msg", "is not valid")))
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    if kind == "string_pattern_mismatch":
+        return "has characters or a length that are not allowed"
+    return str(error.get("msg", "is not valid"))
+
+
+def handle_too_deep(_exc: RecursionError):
+    """A body nested past what the parser can follow: the client's fault, a 400."""
+    return handle_dungeon_error(BadRequest("The body is nested too deeply."))
+
+
 def init_app(app: Flask) -> None:
     """Register the JSON error handlers on ``app``."""
     app.register_error_handler(DungeonError, handle_dungeon_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(PyMongoError, handle_store_error)
+    app.register_error_handler(RecursionError, handle_too_deep)

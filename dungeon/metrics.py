@@ -9,18 +9,14 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Flask, current_app, g, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
 )
-
-bp = Blueprint("metrics", __name__)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120)
 
@@ -111,13 +107,6 @@ def scrape_registry(metrics: Metrics) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)
         return registry
     return metrics.registry
-
-
-@bp.get("/metrics")
-def metrics_view():
-    """Expose the metrics in Prometheus text format."""
-    registry = scrape_registry(get_metrics())
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask, metrics: Metrics) -> None:

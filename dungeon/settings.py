@@ -10,6 +10,7 @@ of those shapes into the one type the code relies on.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -140,9 +141,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MONGO_TIMEOUT_MS", 5000, "int",
             "Server selection and write-concern timeout, in milliseconds.", minimum=1),
     # --- images ---
-    Setting("IMAGE_PROVIDERS", ["gpt-image-2", "gpt-image-1", "dall-e-3", "placeholder"], "list",
+    Setting("IMAGE_PROVIDERS", ["gpt-image-2", "placeholder"], "list",
             "Image providers, in the order they are tried. The placeholder is always the last "
-            "resort, listed or not."),
+            "resort, listed or not. `gpt-image-1`, `dall-e-3` and other models of the "
+            "capability table stay available to list."),
     Setting("IMAGE_RETRIES", 2, "int", "Retries per provider after a retryable failure.",
             minimum=0),
     Setting("IMAGE_BACKOFF_BASE", 0.5, "float", "First retry delay in seconds; doubles per retry.",
@@ -242,6 +244,29 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 UNPREFIXED = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+# DUNGEON_* variables read outside the application: by gunicorn_conf.py when
+# serving, and by the test suite.
+SERVING_VARIABLES = ("WSGI_APP", "BIND", "THREADS", "WORKERS", "WORKER_TIMEOUT",
+                     "GRACEFUL_TIMEOUT", "KEEPALIVE", "MAX_REQUESTS", "ACCESS_LOG",
+                     "TEST_MONGO_URI")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Return each ``DUNGEON_*`` variable no setting reads, with the closest known name.
+
+    A misspelt variable is otherwise silently ignored.  Plugins read their
+    own ``DUNGEON_*`` settings, so a name with no close match is only a
+    candidate for a mistake.
+    """
+    known = [f"DUNGEON_{name}" for name in (*SETTINGS_BY_NAME, *SERVING_VARIABLES)]
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith("DUNGEON_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            unknown.append((name, close[0] if close else None))
+    return unknown
+
+
 
 
 def defaults() -> dict[str, Any]:

@@ -20,7 +20,8 @@ def test_check_config_prints_effective_config_with_secrets_masked(monkeypatch):
 def test_check_config_exits_non_zero_on_invalid_config(monkeypatch):
     monkeypatch.setenv("DUNGEON_IMAGE_PROVIDERS", "no-such-provider")
     result = CliRunner().invoke(main, ["check-config"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # as its help and the README say
+    assert "exit 1" in CliRunner().invoke(main, ["check-config", "--help"]).output
     assert "IMAGE_PROVIDERS" in result.output
 
 
@@ -53,7 +54,7 @@ def test_serve_refuses_an_invalid_configuration_before_starting(monkeypatch):
     monkeypatch.setenv("DUNGEON_IMAGE_RETRIES", "-1")
     monkeypatch.setattr("os.execvp", lambda *a: (_ for _ in ()).throw(AssertionError("ran")))
     result = CliRunner().invoke(main, ["serve"])
-    assert result.exit_code == 2 and "IMAGE_RETRIES" in result.output
+    assert result.exit_code == 1 and "IMAGE_RETRIES" in result.output
 
 
 def test_collect_images_sweeps_what_nothing_uses(monkeypatch):

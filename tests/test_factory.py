@@ -7,8 +7,7 @@ from dungeon.errors import ConfigError
 def test_defaults_make_a_working_app_without_mongodb_or_key():
     app = create_app({"LOAD_ENTRYPOINTS": False})
     assert not app.testing
-    assert app.config["IMAGE_PROVIDERS"] == ["gpt-image-2", "gpt-image-1", "dall-e-3",
-                                             "placeholder"]
+    assert app.config["IMAGE_PROVIDERS"] == ["gpt-image-2", "placeholder"]
     assert app.test_client().get("/healthz").status_code == 200
 
 

@@ -15,7 +15,7 @@ def test_post_runs_the_chain_and_returns_our_url(make_app):
     assert image["provider"] == "fake" and image["model"] == "fake-model"
     assert image["placeholder"] is False
     assert image["attempts"][0]["outcome"] == "success"
-    assert image["url"] == f"/api/images/{image['image_id']}"
+    assert image["url"] == f"/api/images/{image['id']}"
     assert "http" not in image["url"]
 
 
@@ -46,8 +46,8 @@ def test_unknown_and_malformed_ids_are_json_404s(client):
 
 
 def test_placeholder_bytes_are_stored_once(client, app, auth):
-    first = client.post("/api/images", json=BODY, headers=auth).json["image"]["image_id"]
-    second = client.post("/api/images", json=BODY, headers=auth).json["image"]["image_id"]
+    first = client.post("/api/images", json=BODY, headers=auth).json["image"]["id"]
+    second = client.post("/api/images", json=BODY, headers=auth).json["image"]["id"]
     assert first == second
     assert app.extensions["dungeon"].db["images.files"].count_documents({}) == 1
 

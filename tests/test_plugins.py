@@ -44,23 +44,19 @@ def test_blocked_builtin_placeholder_is_reported(make_app):
         make_app({"DISABLED_PLUGINS": "providers.placeholder", "IMAGE_PROVIDERS": "gpt-image-2"})
 
 
-class _FakeEntryPoint:
-    group, name, value = "dungeon", "sample", "tests.plugin_samples"
-
-    def load(self):
-        return importlib.import_module(self.value)
-
-
 class _FakeDistribution:
-    entry_points = [_FakeEntryPoint()]
+    entry_points = [importlib.metadata.EntryPoint("sample", "tests.plugin_samples", "dungeon")]
     metadata = {"name": "dungeon-sample"}
+    _normalized_name = "dungeon_sample"
     version = "1.0"
 
 
 @pytest.fixture
 def installed_sample(monkeypatch):
     """Make the sample plugin look installed under the ``dungeon`` entry-point group."""
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [_FakeDistribution()])
+    installed = importlib.metadata.distributions
+    monkeypatch.setattr(importlib.metadata, "distributions",
+                        lambda **kwargs: [*installed(**kwargs), _FakeDistribution()])
 
 
 def test_entry_point_plugins_load_when_enabled(installed_sample, make_app):

@@ -1,26 +1,34 @@
-"""Liveness and readiness endpoints for the load balancer and the orchestrator."""
+"""For the load balancer and the operator: liveness, readiness and metrics."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-from flask import Blueprint
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .db import ping
-from .state import get_state
+from ..db import ping
+from ..metrics import get_metrics, scrape_registry
+from ..state import get_state
+from .schemas import Health, Readiness
 
 log = logging.getLogger(__name__)
-bp = Blueprint("health", __name__)
+bp = APIBlueprint("operations", __name__, abp_tags=[Tag(
+    name="operations", description="For load balancers and monitoring; keep them internal.")])
+
+METRICS_TEXT = {"description": "Prometheus text format.",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
 
 
-@bp.get("/healthz")
+@bp.get("/healthz", responses={200: Health})
 def healthz():
     """Answer as long as the process serves requests; checks no dependency."""
     return {"status": "ok"}
 
 
-@bp.get("/readyz")
+@bp.get("/readyz", responses={200: Readiness, 503: Readiness})
 def readyz():
     """Report each dependency; 503 only when the store, without which nothing works, is down.
 
@@ -35,6 +43,13 @@ def readyz():
     body = {"status": "ready" if store["ok"] else "unavailable",
             "checks": {"store": store, "image_providers": state.images.status()}}
     return body, 200 if store["ok"] else 503
+
+
+@bp.get("/metrics", responses={200: METRICS_TEXT})
+def metrics_view():
+    """Expose the metrics in Prometheus text format."""
+    registry = scrape_registry(get_metrics())
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def _check_store(database) -> dict[str, object]:

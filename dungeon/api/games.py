@@ -1,4 +1,4 @@
-"""The game's JSON API: catalog, guest identity, games and their turns."""
+"""Games and their turns: start, play, load, page back, retry a turn's image, delete."""
 
 from __future__ import annotations
 
@@ -10,49 +10,44 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import g, request
+from flask_openapi3 import APIBlueprint, Tag
 from pymongo.errors import PyMongoError
 
-from .. import catalog, logs
+from .. import logs
 from ..auth import require_user
 from ..errors import ValidationFailed, known_not_committed, store_error_fields
 from ..game.engine import Committed
-from ..images.api import image_url
 from ..sessions.idempotency import fingerprint, request_key
 from ..state import get_state
-from ..validation import Text, json_body, query_int
+from .schemas import (
+    Action,
+    GameCreated,
+    GameList,
+    GameLoaded,
+    GamePath,
+    Games,
+    IdempotencyHeader,
+    NewGame,
+    TurnList,
+    TurnOnly,
+    TurnPath,
+    TurnPlayed,
+    Turns,
+    Waiting,
+)
+from .views import game_json, responses, turn_json
 
 log = logging.getLogger(__name__)
-bp = Blueprint("game", __name__, url_prefix="/api")
+bp = APIBlueprint("games", __name__, url_prefix="/api/games",
+                  abp_tags=[Tag(name="games", description="Saved games and their turns.")],
+                  abp_security=[{"bearer": []}])
 
-CREATE_SCHEMA = {
-    "genre": Text(choices=catalog.GENRES),
-    "style": Text(choices=catalog.STYLES),
-    "title": Text(required=False, max_length=80),
-    "custom_prologue": Text(required=False, max_length=4000, multiline=True),
-}
-ACTION_SCHEMA = {"action": Text(max_length=500)}
-MAX_PAGE = 100
 CURSOR_YEARS = (1970, 9998)  # what a game's last activity can be, with room for either end
+# Errors every game route may answer, beside its own.
+COMMON = (401, 422, 503)
+WRITE = (*COMMON, 400, 404, 409, 429)
 
-
-# --- public routes -------------------------------------------------------------
-
-@bp.get("/catalog")
-def get_catalog():
-    """List the genres and art styles a game can have."""
-    return catalog.as_json()
-
-
-@bp.post("/auth/guest")
-def create_guest():
-    """Make a new guest user and return a bearer token for it."""
-    get_state().limiter.check("guests", request.remote_addr or "unknown")
-    issued = get_state().signer.issue_guest()
-    return {**issued, "token_type": "Bearer"}, 201
-
-
-# --- games ---------------------------------------------------------------------
 
 @bp.url_value_preprocessor
 def bind_session_id(_endpoint, values):
@@ -70,92 +65,89 @@ def authenticate():
     """
     if request.method == "OPTIONS":
         return
-    if request.endpoint and request.endpoint.split(".")[-1] in _PUBLIC:
-        return
     require_user(get_state().signer)
     if request.method != "GET":
         get_state().indexes.require()
 
 
-@bp.post("/games")
-def create_game():
-    """Start an adventure; the opening passage is turn 0."""
-    body = json_body(CREATE_SCHEMA)
+@bp.post("", responses=responses({201: GameCreated}, *WRITE))
+def create_game(body: NewGame, query: Waiting, header: IdempotencyHeader):
+    """Start an adventure; the opening passage is turn 0.
+
+    The answer comes as soon as the opening is saved; its image follows
+    (`image.status` is `pending` until then), unless `?wait=image`.
+    """
+    fields = body.model_dump(exclude_none=True)
 
     def run(key: str, settle: bool) -> Committed:
-        return _engine().create(g.user_id, body["genre"], body["style"], key,
-                                body.get("title"), body.get("custom_prologue"), settle)
+        return _engine().create(g.user_id, body.genre, body.style, key, body.title,
+                                body.custom_prologue, settle)
 
     def answer(committed: Committed):
-        _maybe_wait(committed.turns)
+        _maybe_wait(query, committed.turns)
         turns = _engine().images_now(committed.session, committed.turns)
         return {"game": game_json(committed.session), "turns": [turn_json(t) for t in turns]}, 201
 
-    return _idempotent("create_game", body, "games", run, answer)
+    return _idempotent("create_game", fields, header, "games", run, answer)
 
 
-@bp.get("/games")
-def list_games():
+@bp.get("", responses=responses({200: Games}, *COMMON))
+def list_games(query: GameList):
     """List my games, most recently played first, a page at a time."""
-    limit = query_int("limit", 20, 1, MAX_PAGE)
-    after = _decode_cursor(request.args.get("cursor"))
-    games = _engine().list_games(g.user_id, limit + 1, after)
-    page, more = games[:limit], len(games) > limit
+    after = _decode_cursor(query.cursor)
+    games = _engine().list_games(g.user_id, query.limit + 1, after)
+    page, more = games[:query.limit], len(games) > query.limit
     cursor = _encode_cursor(page[-1]) if more and page else None
     return {"games": [game_json(s) for s in page], "next_cursor": cursor}
 
 
-@bp.get("/games/<session_id>")
-def get_game(session_id: str):
+@bp.get("/<session_id>", responses=responses({200: GameLoaded}, *COMMON, 404))
+def get_game(path: GamePath):
     """Load a saved game with its most recent turns."""
-    session, turns = _engine().load(g.user_id, session_id)
+    session, turns = _engine().load(g.user_id, path.session_id)
     return {"game": game_json(session), "turns": [turn_json(t) for t in turns]}
 
 
-@bp.get("/games/<session_id>/turns")
-def get_turns(session_id: str):
-    """Page back through a game's turns: those before turn ``before``."""
-    before = request.args.get("before")
-    before_n = query_int("before", 0, 0, 10**9) if before is not None else None
-    limit = query_int("limit", 20, 1, MAX_PAGE)
-    turns = _engine().turns_before(g.user_id, session_id, before_n, limit)
+@bp.get("/<session_id>/turns", responses=responses({200: Turns}, *COMMON, 404))
+def get_turns(path: GamePath, query: TurnList):
+    """Page back through a game's turns: those before turn `before`, oldest first."""
+    turns = _engine().turns_before(g.user_id, path.session_id, query.before, query.limit)
     return {"turns": [turn_json(t) for t in turns]}
 
 
-@bp.post("/games/<session_id>/actions")
-def take_action(session_id: str):
+@bp.post("/<session_id>/actions", responses=responses({201: TurnPlayed}, *WRITE))
+def take_action(path: GamePath, body: Action, query: Waiting, header: IdempotencyHeader):
     """Play the player's action as the next turn."""
-    body = json_body(ACTION_SCHEMA)
 
     def run(key: str, settle: bool) -> Committed:
-        return _engine().act(g.user_id, session_id, body["action"], key, settle)
+        return _engine().act(g.user_id, path.session_id, body.action, key, settle)
 
-    return _idempotent(f"take_action:{session_id}", body, "actions", run, _turn_answer(201))
+    return _idempotent(f"take_action:{path.session_id}", body.model_dump(), header, "actions",
+                       run, _turn_answer(query, 201))
 
 
-@bp.post("/games/<session_id>/turns/<int:n>/image")
-def retry_turn_image(session_id: str, n: int):
+@bp.post("/<session_id>/turns/<int:n>/image",
+         responses=responses({202: TurnOnly}, *WRITE))
+def retry_turn_image(path: TurnPath, query: Waiting, header: IdempotencyHeader):
     """Ask again for a turn's image when it ended as a placeholder."""
 
     def run(key: str, settle: bool) -> Committed:
-        return _engine().retry_image(g.user_id, session_id, n, key, settle)
+        return _engine().retry_image(g.user_id, path.session_id, path.n, key, settle)
 
     def answer(committed: Committed):
-        _maybe_wait(committed.turns)
+        _maybe_wait(query, committed.turns)
         turn = _engine().images_now(committed.session, committed.turns)[0]
         return {"turn": turn_json(turn)}, 202
 
-    return _idempotent(f"retry_turn_image:{session_id}:{n}", {}, "images", run, answer)
+    return _idempotent(f"retry_turn_image:{path.session_id}:{path.n}", {}, header, "images",
+                       run, answer)
 
 
-@bp.delete("/games/<session_id>")
-def delete_game(session_id: str):
-    """Delete a game and all its turns."""
-    _engine().delete(g.user_id, session_id)
+@bp.delete("/<session_id>", responses=responses({204: None}, *COMMON, 404))
+def delete_game(path: GamePath):
+    """Delete a game, its turns and its images."""
+    _engine().delete(g.user_id, path.session_id)
     return "", 204
-
-
-_PUBLIC = {"get_catalog", "create_guest"}
 
 
 # --- helpers -------------------------------------------------------------------
@@ -164,7 +156,7 @@ def _engine():
     return get_state().game
 
 
-def _idempotent(route: str, body: dict[str, Any], limit: str,
+def _idempotent(route: str, body: dict[str, Any], header: IdempotencyHeader, limit: str,
                 run: Callable[[str, bool], Committed],
                 answer: Callable[[Committed], tuple[dict[str, Any], int]]):
     """Run a write at most once per ``Idempotency-Key``; every retry gets what it committed.
@@ -176,7 +168,7 @@ def _idempotent(route: str, body: dict[str, Any], limit: str,
     saved forgets the claim; any other keeps it, released, so that the
     retry settles what the failed attempt may have committed.
     """
-    key = request.headers.get("Idempotency-Key")
+    key = header.idempotency_key
     state = get_state()
     claim = state.idempotency.claim(g.user_id, key, fingerprint(route, body)) \
         if key is not None else None
@@ -211,44 +203,22 @@ def _answered(answer: Callable[[Committed], tuple[dict[str, Any], int]], committ
     return body, status, headers
 
 
-def _turn_answer(status: int) -> Callable[[Committed], tuple[dict[str, Any], int]]:
+def _turn_answer(query: Waiting, status: int) -> Callable[[Committed], tuple[dict, int]]:
     def answer(committed: Committed):
-        _maybe_wait(committed.turns)
+        _maybe_wait(query, committed.turns)
         turn = _engine().images_now(committed.session, committed.turns)[0]
         return {"game": game_json(committed.session), "turn": turn_json(turn)}, status
 
     return answer
 
 
-def _maybe_wait(turns: list[dict[str, Any]]) -> None:
+def _maybe_wait(query: Waiting, turns: list[dict[str, Any]]) -> None:
     """With ``?wait=image``, wait (within the image deadline) for the turns' images."""
-    if request.args.get("wait") != "image":
+    if query.wait != "image":
         return
     for turn in turns:
-        get_state().jobs.wait(turn["image"]["id"])
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def game_json(session: dict[str, Any]) -> dict[str, Any]:
-    """Return the client's view of a game."""
-    return {"id": session["_id"], "title": session["title"], "genre": session["genre"],
-            "style": session["style"], "status": session["status"],
-            "turn_count": session["turn_count"], "version": session["version"],
-            "created_at": _iso(session["created_at"]), "updated_at": _iso(session["updated_at"]),
-            "expires_at": _iso(session.get("expires_at"))}
-
-
-def turn_json(turn: dict[str, Any]) -> dict[str, Any]:
-    """Return the client's view of a turn; the narration exactly as it was saved."""
-    image = turn.get("image") or {}
-    return {"n": turn["n"], "action": turn.get("action"), "narration": turn["narration"],
-            "image": {"id": image.get("id"), "url": image_url(image["id"]) if image else None,
-                      "status": image.get("status"), "provider": image.get("provider"),
-                      "placeholder": bool(image.get("placeholder"))},
-            "created_at": _iso(turn["created_at"])}
+        if turn.get("image"):
+            get_state().jobs.wait(turn["image"]["id"])
 
 
 def _encode_cursor(session: dict[str, Any]) -> str:

@@ -1,0 +1,389 @@
+"""The API's contract: pydantic models that validate requests and shape responses.
+
+The OpenAPI document (``/api/openapi.json``) is generated from these same
+models, so what is documented is what is checked.  Rules a JSON Schema
+cannot say (no control characters, not blank once trimmed) are validators
+on the models.  Times are ISO 8601 in UTC everywhere (``2026-12-01T09:00:00Z``).
+"""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from .. import catalog
+from ..images.types import ASPECTS, QUALITIES
+from ..sessions.idempotency import KEY
+
+
+def has_control_characters(value: str, allow_newlines: bool = False) -> bool:
+    """Return True if ``value`` holds control, invisible formatting or lone surrogate characters.
+
+    Lone surrogates (category Cs) arrive through JSON escapes like ``\\ud800``
+    and cannot be stored: they are refused here rather than failing a write.
+    """
+    allowed = "\n\t" if allow_newlines else ""
+    return any(unicodedata.category(ch) in REFUSED_CATEGORIES and ch not in allowed
+               for ch in value)
+
+
+def _refused_ranges() -> list[tuple[int, int]]:
+    """Return the code point ranges of control, format and surrogate characters."""
+    found: list[tuple[int, int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in REFUSED_CATEGORIES:
+            if found and found[-1][1] == code - 1:
+                found[-1] = (found[-1][0], code)
+            else:
+                found.append((code, code))
+    return found
+
+
+def _text_pattern(allowed: str = "") -> str:
+    """Return a pattern that says what ``has_control_characters`` checks, and "not blank".
+
+    The pattern puts the rule in the published schema, so clients and
+    generated tests know it; the validator below stays the authority.
+    The characters are written as themselves, which JSON escapes.
+    """
+    # Lone surrogates cannot be written in a UTF-8 document; the validator
+    # still refuses them when a JSON escape brings one in.
+    holes = {ord(ch) for ch in allowed}
+    spans = [part for a, b in _REFUSED if unicodedata.category(chr(a)) != "Cs"
+             for part in _split((a, b), holes)]
+    refused = "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in spans)
+    return f"^[^{refused}]*[^{refused}\\s][^{refused}]*$"
+
+
+def _split(span: tuple[int, int], holes: set[int]) -> list[tuple[int, int]]:
+    parts, start = [], span[0]
+    for code in range(span[0], span[1] + 1):
+        if code in holes:
+            if start < code:
+                parts.append((start, code - 1))
+            start = code + 1
+    if start <= span[1]:
+        parts.append((start, span[1]))
+    return parts
+
+
+REFUSED_CATEGORIES = ("Cc", "Cf", "Cs")
+_REFUSED = _refused_ranges()
+SINGLE_LINE = _text_pattern()
+MULTILINE = _text_pattern("\t\n")
+
+
+def _single_line(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError("must not contain control characters")
+    return _not_blank(value)
+
+
+def _multiline(value: str) -> str:
+    if has_control_characters(value, allow_newlines=True):
+        raise ValueError("must not contain control characters")
+    return _not_blank(value)
+
+
+def _not_blank(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _text(max_length: int, multiline: bool = False):
+    """A player's text: a string of at most ``max_length`` characters, trimmed, never blank."""
+    return Annotated[str, StringConstraints(max_length=max_length),
+                     Field(json_schema_extra={"pattern": MULTILINE if multiline
+                                              else SINGLE_LINE}),
+                     AfterValidator(_multiline if multiline else _single_line)]
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# A moment in time as the API writes it: ISO 8601, UTC, "Z".
+Timestamp = Annotated[datetime, PlainSerializer(_iso, return_type=str),
+                      Field(json_schema_extra={"format": "date-time"})]
+Genre = Literal[tuple(catalog.GENRES)]  # type: ignore[valid-type]
+Style = Literal[tuple(catalog.STYLES)]  # type: ignore[valid-type]
+Aspect = Literal[tuple(ASPECTS)]  # type: ignore[valid-type]
+Quality = Literal[tuple(QUALITIES)]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused, so a misspelt one is never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests -----------------------------------------------------------------------
+
+class NewGame(Strict):
+    """Start an adventure in a genre and an art style, optionally with its opening passage."""
+
+    genre: Genre
+    style: Style
+    title: _text(80) | None = Field(None, description="Shown in the saved-games list.")
+    custom_prologue: _text(4000, multiline=True) | None = Field(
+        None, description="The opening passage, word for word; without it the narrator writes "
+                          "one.")
+
+
+class Action(Strict):
+    """What the player does next, in their own words."""
+
+    action: _text(500)
+
+
+class ImageAsk(Strict):
+    """A picture of a prompt, in a genre and an art style."""
+
+    prompt: _text(4000, multiline=True)
+    genre: Genre
+    style: Style
+    aspect: Aspect | None = None
+    quality: Quality | None = None
+
+
+class GamePath(BaseModel):
+    """A game, by id."""
+
+    session_id: str = Field(description="The game's id, as `game.id` gives it.")
+
+
+class TurnPath(GamePath):
+    """A turn of a game, by number (0 is the opening)."""
+
+    n: int = Field(ge=0, description="The turn's number; 0 is the opening.")
+
+
+class ImagePath(BaseModel):
+    """An image: a turn's image slot (``s_…``) or a stored image's content address."""
+
+    image_id: str
+
+
+class Waiting(BaseModel):
+    """``?wait=image`` holds the answer until the image is made (within the image deadline)."""
+
+    wait: Literal["image"] | None = Field(
+        None, description="`image`: answer once the turn's image is made, not at once.")
+
+
+class GameList(BaseModel):
+    """A page of the player's games."""
+
+    limit: int = Field(20, ge=1, le=100, description="Games per page.")
+    cursor: str | None = Field(None, max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+                               description="`next_cursor` of the previous page (opaque).")
+
+
+class TurnList(BaseModel):
+    """A page of a game's turns, going back in time."""
+
+    before: int | None = Field(None, ge=0, le=10**9,
+                               description="Only turns before this number (default: the latest).")
+    limit: int = Field(20, ge=1, le=100, description="Turns per page.")
+
+
+class IdempotencyHeader(BaseModel):
+    """An ``Idempotency-Key`` makes a retried write apply once; the retry gets what it committed."""
+
+    idempotency_key: str | None = Field(
+        None, alias="Idempotency-Key", pattern=KEY.pattern,
+        description="Any 1-128 letters, digits or `. _ : -`, new for each write; reuse it to "
+                    "retry that write. Kept for `DUNGEON_IDEMPOTENCY_HOURS`.")
+
+
+# --- responses ------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code for programs, a message for people."""
+
+    code: str = Field(examples=["session_not_found"])
+    message: str
+    details: dict[str, Any] | None = Field(
+        None, description="Where useful: `fields` names each invalid field or query "
+                          "parameter with its reason.")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer has this one shape."""
+
+    error: ErrorDetail
+    request_id: str | None = Field(description="Also in the `X-Request-ID` header.")
+
+
+ImageStatus = Literal["pending", "ready", "failed"]
+
+
+class Image(BaseModel):
+    """An image, the same object everywhere: a turn's scene or a requested picture."""
+
+    id: str = Field(description="Slot id (`s_…`) of a turn's image, or the content address of a "
+                                "stored image.")
+    url: str = Field(description="Where to fetch it: 202 while pending, then the bytes.")
+    status: ImageStatus
+    provider: str | None = Field(description="Who made it; `placeholder` when none could.")
+    placeholder: bool = Field(description="True when the picture is the genre's placeholder; "
+                                          "a turn's can be asked for again.")
+
+
+class Attempt(BaseModel):
+    """One try of one provider on the way to an image."""
+
+    provider: str
+    outcome: str
+    ms: float
+    status: int | None
+    error_code: str | None
+    model: str | None
+
+
+class MadeImage(Image):
+    """An image made for ``POST /api/images``, with how it was made."""
+
+    content_type: str
+    model: str | None
+    revised_prompt: str | None
+    attempts: list[Attempt]
+    prompt_refused: list[str]
+
+
+class ImageAnswer(BaseModel):
+    """The image made."""
+
+    image: MadeImage
+
+
+class PendingImage(BaseModel):
+    """An image on its way: ask again after ``Retry-After`` seconds."""
+
+    image: Image
+
+
+class Turn(BaseModel):
+    """One turn: the player's action (none for the opening) and the story's answer."""
+
+    n: int
+    action: str | None
+    narration: str = Field(description="Exactly as it was first written.")
+    image: Image | None
+    created_at: Timestamp
+
+
+class Game(BaseModel):
+    """A saved game."""
+
+    id: str
+    title: str
+    genre: str
+    style: str
+    status: str
+    turn_count: int
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    expires_at: Timestamp | None = Field(description="When it is deleted unless played; "
+                                                     "null: never.")
+
+
+class GameCreated(BaseModel):
+    """The new game and its opening turn."""
+
+    game: Game
+    turns: list[Turn]
+
+
+class GameLoaded(BaseModel):
+    """A game and its most recent turns, oldest first."""
+
+    game: Game
+    turns: list[Turn]
+
+
+class TurnPlayed(BaseModel):
+    """The game after the turn, and the turn."""
+
+    game: Game
+    turn: Turn
+
+
+class TurnOnly(BaseModel):
+    """The turn as it now is."""
+
+    turn: Turn
+
+
+class Games(BaseModel):
+    """A page of games, most recently played first."""
+
+    games: list[Game]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at "
+                                                "the end.")
+
+
+class Turns(BaseModel):
+    """A page of turns, oldest first."""
+
+    turns: list[Turn]
+
+
+class Guest(BaseModel):
+    """A new guest and its bearer token."""
+
+    token: str
+    token_type: Literal["Bearer"]
+    user_id: str
+    expires_at: Timestamp
+
+
+class GenreEntry(BaseModel):
+    """A genre a game can have."""
+
+    id: str
+    title: str
+    blurb: str
+
+
+class StyleEntry(BaseModel):
+    """An art style a game's pictures can have."""
+
+    id: str
+    title: str
+
+
+class Catalog(BaseModel):
+    """The genres and art styles to choose from."""
+
+    genres: list[GenreEntry]
+    styles: list[StyleEntry]
+
+
+class Health(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Each dependency's state; 503 when the store, without which nothing works, is down."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Any]
