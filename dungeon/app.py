@@ -134,12 +134,13 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     jobs = ImageJobs(database, images, config, sessions.now,
                      on_ready=lambda slot: sessions.update_turn_image(
                          slot["session_id"], slot["n"], slot["_id"], turn_image(slot)),
+                     turn_names=sessions.turn_names,
                      write_concern=concern, **jobs_options)
     keys = IdempotencyStore(database.get_collection("idempotency_keys", write_concern=concern,
                                                     read_preference=ReadPreference.PRIMARY),
                             config["IDEMPOTENCY_HOURS"], config["IDEMPOTENCY_LEASE_SECONDS"],
                             sessions.now)
-    indexes = db.IndexSetup((sessions, jobs, keys))
+    indexes = db.IndexSetup((sessions, jobs, keys, image_store))
     indexes.ensure()  # a store that is down now is retried before writes and by /readyz
     return Dungeon(
         config=config, plugin_manager=pm, providers=providers, narrators=narrators,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import mongomock
@@ -18,6 +20,8 @@ from .errors import ConfigError, StoreUnavailable, store_error_fields
 
 log = logging.getLogger(__name__)
 
+# How often index creation is tried again while the store cannot take it.
+RETRY_SECONDS = 5.0
 # IndexOptionsConflict, IndexKeySpecsConflict, and a unique index over duplicates.
 INDEX_CONFLICT_CODES = {85, 86, 11000}
 
@@ -121,24 +125,40 @@ class IndexSetup:
     the unique turn index exists, since it is what keeps turns from colliding.
     """
 
-    def __init__(self, parts):
+    def __init__(self, parts, retry_seconds: float = RETRY_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
         self.parts = list(parts)
         self.ready = False
         self.error: str | None = None  # why the last attempt failed, for /readyz
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
     def ensure(self) -> bool:
-        """Create every index not yet created; return True once all exist."""
+        """Create every index not yet created; return True once all exist.
+
+        One caller tries at a time, at most once per ``retry_seconds``; the
+        others answer at once with the last verdict, so an outage does not
+        queue every write behind the lock.
+        """
         if self.ready:
             return True
-        with self._lock:
+        waiting = self._failed_at is not None and \
+            self._clock() < self._failed_at + self.retry_seconds
+        if waiting or not self._lock.acquire(blocking=False):
+            return self.ready
+        try:
             if not self.ready:
                 try:
                     for part in self.parts:
                         part.ensure_indexes()
                     self.ready, self.error = True, None
                 except PyMongoError as exc:
+                    self._failed_at = self._clock()
                     self._failed(exc)
+        finally:
+            self._lock.release()
         return self.ready
 
     def _failed(self, exc: PyMongoError) -> None:

@@ -126,6 +126,13 @@ class SessionConflict(Conflict, NotCommitted):
     message = "The game changed while this request ran; load it again and retry."
 
 
+class ImageReplaced(Conflict, NotCommitted):
+    """409: the turn's image changed (or the turn is gone) while a new one was asked for."""
+
+    code = "image_conflict"
+    message = "This turn's image changed meanwhile; load the game again."
+
+
 class IdempotencyConflict(Conflict):
     """409: the Idempotency-Key is in use by a running or a different request."""
 
@@ -153,7 +160,7 @@ class StoreUnavailable(ServiceUnavailable):
 
 
 class NothingSaved(StoreUnavailable, NotCommitted):
-    """503: a write failed and a read from the primary showed it was not applied."""
+    """503: a write failed with an error that proves it was not applied (refused, never sent)."""
 
     message = "Saved games are unreachable for a moment; nothing was saved. Try again."
 

@@ -53,6 +53,12 @@ ERRORS: dict[str, Callable[[], Exception]] = {
         {"ok": 0, "errmsg": "WriteConflict", "code": 112, "codeName": "WriteConflict"}),
 }
 
+# The errors that can answer a write the server applied: the answer was lost
+# on the way (a dropped connection, a timeout) or replication was not
+# confirmed in time.  A refusal (NotPrimaryError, OperationFailure) comes
+# instead of applying, never after.
+AFTER_ERRORS = ("AutoReconnect", "NetworkTimeout", "WTimeoutError")
+
 _PROJECT = str(Path(__file__).resolve().parent.parent / "dungeon")
 
 

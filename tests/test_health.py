@@ -46,6 +46,7 @@ def test_a_store_down_at_start_does_not_stop_the_app_and_blocks_writes(make_app,
 
     monkeypatch.setattr(SessionStore, "ensure_indexes", ensure_indexes)
     app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    app.extensions["dungeon"].indexes.retry_seconds = 0  # try again on every request here
     client = app.test_client()
     auth = {"Authorization": "Bearer " + client.post("/api/auth/guest").json["token"]}
     body = {"genre": "fantasy", "style": "comic"}
@@ -71,3 +72,22 @@ def test_an_unreachable_store_during_a_request_is_a_503(make_app, monkeypatch):
     response = client.get("/api/games", headers=auth)
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
     assert response.json["error"]["code"] == "store_unavailable"
+
+
+def test_index_creation_is_tried_again_at_most_once_per_interval():
+    from dungeon.db import IndexSetup
+
+    class Down:
+        calls = 0
+
+        def ensure_indexes(self):
+            Down.calls += 1
+            raise ServerSelectionTimeoutError("no servers available")
+
+    now = [100.0]
+    setup = IndexSetup([Down()], retry_seconds=5, clock=lambda: now[0])
+    assert [setup.ensure() for _ in range(20)] == [False] * 20
+    assert Down.calls == 1 and "ServerSelectionTimeoutError" in setup.error
+    now[0] += 6
+    setup.ensure()
+    assert Down.calls == 2

@@ -434,3 +434,138 @@ def test_a_replay_shows_the_turns_current_image(make_app, now):
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json["turns"][0]["image"]["status"] == "ready"
     assert replay.json["game"]["id"] == first.json["game"]["id"]
+
+
+# --- what a second look found ------------------------------------------------------------
+
+def test_a_takeover_is_not_rate_limited_and_keeps_its_key(make_app, now, faults):
+    app = make_app({"IMAGE_PROVIDERS": "placeholder", "RATE_LIMIT_ACTIONS": "1/minute"},
+                   store_options={"now": now}, jobs_options={"executor": InlineExecutor()})
+    client = app.test_client()
+    auth = {"Authorization": "Bearer " + client.post("/api/auth/guest").json["token"]}
+    game_id = _game(client, auth)["game"]["id"]
+    faults.arm("turns", "insert_one", "after", "AutoReconnect")
+    faults.arm("turns", "find_one", "before", "AutoReconnect")
+    headers = {**auth, "Idempotency-Key": "limited"}
+    assert client.post(f"/api/games/{game_id}/actions", json={"action": "go"},
+                       headers=headers).status_code == 503
+    retry = client.post(f"/api/games/{game_id}/actions", json={"action": "go"}, headers=headers)
+    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_key_reused_after_its_record_expired_names_a_new_request(world):
+    app, client, auth = world
+    game_id = _game(client, auth)["game"]["id"]
+    headers = {**auth, "Idempotency-Key": "reused"}
+    client.post(f"/api/games/{game_id}/actions", json={"action": "look"}, headers=headers)
+    app.extensions["dungeon"].db["idempotency_keys"].delete_many({})  # as the TTL monitor does
+    again = client.post(f"/api/games/{game_id}/actions", json={"action": "open the chest"},
+                        headers=headers)
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+    assert [t["action"] for t in _turns(app, game_id)] == [None, "look", "open the chest"]
+
+
+def test_a_record_kept_by_an_earlier_release_is_replayed_verbatim(world, now):
+    from dungeon.sessions.idempotency import fingerprint
+
+    app, client, auth = world
+    state = app.extensions["dungeon"]
+    user_id = state.signer.user_for(auth["Authorization"].split()[1])
+    state.db["idempotency_keys"].insert_one({
+        "_id": f"{user_id}:old", "digest": fingerprint("create_game", dict(GAME)),
+        "state": "done", "answer": {"status": 201, "body": {"game": {"id": "kept"}}},
+        "created_at": now(), "expires_at": now() + timedelta(hours=1)})
+    replay = client.post("/api/games", json=GAME, headers={**auth, "Idempotency-Key": "old"})
+    assert replay.status_code == 201 and replay.json == {"game": {"id": "kept"}}
+
+
+def test_a_lost_answer_is_never_called_nothing_saved(world, faults):
+    app, client, auth = world
+    game_id = _game(client, auth)["game"]["id"]
+    faults.arm("turns", "insert_one", "before", "NetworkTimeout")  # may still be running
+    response = client.post(f"/api/games/{game_id}/actions", json={"action": "wait"},
+                           headers=auth)
+    assert_error_shape(response, 503)
+    assert "nothing was saved" not in response.json["error"]["message"]
+    assert "same Idempotency-Key" in response.json["error"]["message"]
+
+
+def test_a_write_no_server_received_is_nothing_saved(world, monkeypatch):
+    from mongomock.collection import Collection
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    app, client, auth = world
+    game_id = _game(client, auth)["game"]["id"]
+    insert_one = Collection.insert_one
+
+    def unreachable(collection, document, *args, **kwargs):
+        if collection.name == "turns":
+            raise ServerSelectionTimeoutError("no servers available")
+        return insert_one(collection, document, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "insert_one", unreachable)
+    response = client.post(f"/api/games/{game_id}/actions", json={"action": "wait"},
+                           headers=auth)
+    assert_error_shape(response, 503)
+    assert "nothing was saved" in response.json["error"]["message"]
+
+
+def test_reading_a_game_never_fails_on_the_reclaim_write_behind_it(world, now, faults):
+    app, client, auth = world
+    game_id = _game(client, auth)["game"]["id"]
+    state = app.extensions["dungeon"]
+    turn = _turns(app, game_id)[0]
+    state.db["turns"].update_one({"_id": turn["_id"]}, {"$set": {"image.status": "pending"}})
+    state.db["image_slots"].update_one({"_id": turn["image"]["id"]}, {"$set": {
+        "status": "pending", "lease_until": now() - timedelta(minutes=5)}})
+    faults.arm("image_slots", "find_one_and_update", "before", "AutoReconnect")
+    assert client.get(f"/api/games/{game_id}", headers=auth).status_code == 200
+
+
+def test_a_delete_cut_off_part_way_already_hides_the_games_images(world, faults):
+    app, client, auth = world
+    created = _game(client, auth)
+    url = created["turns"][0]["image"]["url"]
+    faults.arm("turns", "delete_many", "before", "AutoReconnect")
+    assert_error_shape(client.delete(f"/api/games/{created['game']['id']}", headers=auth), 503)
+    assert client.get(url).status_code == 404  # before any retry
+
+
+def test_a_slot_is_not_restored_for_a_turn_that_is_gone(world):
+    app, client, auth = world
+    state = app.extensions["dungeon"]
+    restored = state.jobs.restore("s_" + "E" * 22, "Z" * 22, 0, ImageRequest("p"), None)
+    assert restored is None
+    assert state.db["image_slots"].find_one({"_id": "s_" + "E" * 22}) is None
+
+
+def test_an_image_retry_that_lost_the_race_gives_up_its_slot(world, monkeypatch):
+    app, client, auth = world
+    state = app.extensions["dungeon"]
+    game_id = _game(client, auth)["game"]["id"]
+    real = state.sessions.turns.update_one
+
+    def someone_else_first(query, update, *args, **kwargs):
+        if "image.id" in query:  # another retry replaced the image just before
+            real({"session_id": query["session_id"], "n": query["n"]},
+                 {"$set": {"image.id": "s_" + "F" * 22}})
+        return real(query, update, *args, **kwargs)
+
+    monkeypatch.setattr(state.sessions.turns, "update_one", someone_else_first)
+    response = client.post(f"/api/games/{game_id}/turns/0/image", headers=auth)
+    assert_error_shape(response, 409, "image_conflict")
+    slots = [s["_id"] for s in state.db["image_slots"].find({"session_id": game_id})]
+    assert len(slots) == 1  # the new slot was discarded
+
+
+def test_a_replay_on_another_process_shows_the_game_as_it_now_is(make_app, now):
+    apps = [make_app({"IMAGE_PROVIDERS": "placeholder"}, store_options={"now": now},
+                     jobs_options={"executor": InlineExecutor()}) for _ in range(2)]
+    first, second = (app.test_client() for app in apps)
+    auth = {"Authorization": "Bearer " + first.post("/api/auth/guest").json["token"]}
+    game_id = _game(first, auth)["game"]["id"]
+    second.get(f"/api/games/{game_id}", headers=auth)  # cached there with one turn
+    headers = {**auth, "Idempotency-Key": "once"}
+    played = first.post(f"/api/games/{game_id}/actions", json={"action": "x"}, headers=headers)
+    replay = second.post(f"/api/games/{game_id}/actions", json={"action": "x"}, headers=headers)
+    assert replay.json["game"]["turn_count"] == played.json["game"]["turn_count"] == 2

@@ -81,6 +81,7 @@ def test_image_left_pending_by_a_dead_process_is_picked_up_again(make_app, clock
     app = make_app({"IMAGE_PROVIDERS": "placeholder"})
     state = app.extensions["dungeon"]
     now = state.sessions.now()
+    state.db["sessions"].insert_one({"_id": "x" * 22, "user_id": "u_someone"})
     state.db["image_slots"].insert_one({
         "_id": "s_" + "A" * 22, "session_id": "x" * 22, "n": 0, "status": "pending",
         "request": {"prompt": "a ruined abbey", "genre": "horror", "style": "comic",
@@ -105,7 +106,7 @@ def test_an_image_abandoned_too_often_resolves_to_the_placeholder(make_app):
         "request": {"prompt": "p", "genre": "fantasy", "style": "comic", "aspect": "landscape",
                     "quality": "standard"},
         "claims": 3, "created_at": now, "lease_until": now - timedelta(seconds=1)})
-    slot = state.jobs.find("s_" + "B" * 22)
+    slot = state.jobs.find_and_reclaim("s_" + "B" * 22)
     assert slot["status"] == "ready" and slot["placeholder"] is True
     assert never.calls == []
 
@@ -159,6 +160,7 @@ def test_waiting_for_an_image_another_worker_makes_polls_the_store(make_app):
     app = make_app({"IMAGE_PROVIDERS": "placeholder"})
     state = app.extensions["dungeon"]
     now = state.sessions.now()
+    state.db["sessions"].insert_one({"_id": "x" * 22, "user_id": "u_someone"})
     slot_id = "s_" + "C" * 22
     image_id = state.image_store.put(PNG, "image/png")
     state.db["image_slots"].insert_one({
@@ -175,3 +177,28 @@ def test_waiting_for_an_image_another_worker_makes_polls_the_store(make_app):
     threading.Timer(0.1, other_worker_finishes).start()
     response = app.test_client().get(f"/api/images/{slot_id}?wait=image")
     assert response.status_code == 200 and response.data == PNG
+
+
+def test_a_slot_that_outlived_its_game_shows_nothing(make_app):
+    app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    state = app.extensions["dungeon"]
+    now = state.sessions.now()
+    image_id = state.image_store.put(PNG, "image/png")
+    state.db["image_slots"].insert_one({
+        "_id": "s_" + "D" * 22, "session_id": "gone" * 5 + "xx", "n": 0, "status": "ready",
+        "image_id": image_id, "request": {"prompt": "p", "genre": "fantasy", "style": "comic",
+                                          "aspect": "landscape", "quality": "standard"},
+        "claims": 1, "created_at": now, "lease_until": now})
+    assert app.test_client().get("/api/images/s_" + "D" * 22).status_code == 404
+
+
+def test_a_turns_content_address_is_not_served_on_its_own(play, gated):
+    app, client, auth, created = play
+    gated.gate.set()
+    slot_id = created["turns"][0]["image"]["id"]
+    app.extensions["dungeon"].jobs.wait(slot_id, 5)
+    served = client.get(created["turns"][0]["image"]["url"])
+    assert served.status_code == 200
+    content_id = app.extensions["dungeon"].db["image_slots"].find_one({"_id": slot_id})["image_id"]
+    assert content_id not in served.headers["ETag"]
+    assert client.get(f"/api/images/{content_id}").status_code == 404

@@ -172,13 +172,18 @@ def _idempotent(route: str, body: dict[str, Any], header: IdempotencyHeader, lim
     state = get_state()
     claim = state.idempotency.claim(g.user_id, key, fingerprint(route, body)) \
         if key is not None else None
+    if claim is not None and claim.legacy_answer is not None:
+        earlier = claim.legacy_answer
+        return earlier.get("body", {}), earlier.get("status", 200), {"Idempotent-Replayed": "true"}
     if claim is not None and claim.result is not None:
         replay = _engine().committed(g.user_id, claim.result["session_id"], claim.result["n"],
                                      replayed=True)
         return _answered(answer, replay)
+    takeover = bool(claim and claim.takeover)
     try:
-        state.limiter.check(limit, g.user_id)
-        committed = run(claim.key if claim else request_key(), bool(claim and claim.takeover))
+        if not takeover:  # a takeover retries a request already counted
+            state.limiter.check(limit, g.user_id)
+        committed = run(claim.request_key if claim else request_key(), takeover)
     except Exception as exc:
         if claim is not None:
             if known_not_committed(exc):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -47,7 +49,8 @@ def create_image(body: ImageAsk):
     (`placeholder: true`).
     """
     get_state().limiter.check("images", g.user_id)
-    result = get_state().images.generate(ImageRequest(**body.model_dump(exclude_none=True)))
+    result = get_state().images.generate(ImageRequest(**body.model_dump(exclude_none=True)),
+                                         public=True)
     found = result.to_dict()
     image = {"id": found.pop("image_id"), "url": image_url(result.image_id), "status": "ready",
              **found}
@@ -64,11 +67,10 @@ def get_image(path: ImagePath, query: Waiting):
     exists and ends with its game.
     """
     state = get_state()
-    image_id, caching = path.image_id, CACHE_FOREVER
-    if valid_slot_id(image_id):
-        slot = _slot(image_id, query)
+    if valid_slot_id(path.image_id):
+        slot = _slot(path.image_id, query)
         if slot["status"] != "ready":
-            body = {"image": {"id": image_id, "url": image_url(image_id),
+            body = {"image": {"id": path.image_id, "url": image_url(path.image_id),
                               "status": slot["status"], "provider": None, "placeholder": False}}
             return body, 202, {"Retry-After": str(PENDING_RETRY_SECONDS),
                                "Cache-Control": "no-store"}
@@ -77,13 +79,17 @@ def get_image(path: ImagePath, query: Waiting):
             slot = state.jobs.image_lost(slot) or slot
             image = state.image_store.get(slot["image_id"])
         # A turn's image ends with its game: caches must ask again (a cheap
-        # 304 while it lives), so a deleted game's pictures stop being served.
+        # 304 while it lives), so a deleted game's pictures stop being served;
+        # its ETag does not give away the content address either.
         caching = SLOT_CACHING
+        etag = hashlib.sha256(f"{path.image_id}:{slot['image_id']}".encode()).hexdigest()[:40]
     else:
-        image = state.image_store.get(image_id)
+        # Content addresses are served only for images POST /api/images made.
+        image = state.image_store.get(path.image_id, public_only=True)
+        caching, etag = CACHE_FOREVER, path.image_id
     if image is None:
         raise ImageNotFound()
-    etag = f'"{image.image_id}"'
+    etag = f'"{etag}"'
     headers = {"ETag": etag, "Cache-Control": caching, **IMAGE_SAFETY_HEADERS}
     if _client_has(etag):
         return Response(status=304, headers=headers)
@@ -91,13 +97,17 @@ def get_image(path: ImagePath, query: Waiting):
 
 
 def _slot(slot_id: str, query: Waiting) -> dict:
-    jobs = get_state().jobs
-    slot = jobs.find(slot_id)
-    if slot is None:
+    state = get_state()
+    jobs = state.jobs
+    slot = jobs.find_and_reclaim(slot_id)
+    # The game must still exist: a slot that outlived its game (a delete cut
+    # off part way, a slot restored while the game was being deleted) shows
+    # nothing of it.
+    if slot is None or not state.sessions.exists(slot["session_id"]):
         raise ImageNotFound()
     if slot["status"] == "pending" and query.wait == "image":
         jobs.wait(slot_id)
-        slot = jobs.find(slot_id) or slot
+        slot = jobs.find_and_reclaim(slot_id) or slot
     return slot
 
 

@@ -127,7 +127,7 @@ Quality = Literal[tuple(QUALITIES)]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
-    """A request body: unknown fields are refused, so a misspelt one is never ignored."""
+    """A request body or query: unknown fields are refused, so a misspelt one is never ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -179,14 +179,14 @@ class ImagePath(BaseModel):
     image_id: str
 
 
-class Waiting(BaseModel):
+class Waiting(Strict):
     """``?wait=image`` holds the answer until the image is made (within the image deadline)."""
 
     wait: Literal["image"] | None = Field(
         None, description="`image`: answer once the turn's image is made, not at once.")
 
 
-class GameList(BaseModel):
+class GameList(Strict):
     """A page of the player's games."""
 
     limit: int = Field(20, ge=1, le=100, description="Games per page.")
@@ -194,7 +194,7 @@ class GameList(BaseModel):
                                description="`next_cursor` of the previous page (opaque).")
 
 
-class TurnList(BaseModel):
+class TurnList(Strict):
     """A page of a game's turns, going back in time."""
 
     before: int | None = Field(None, ge=0, le=10**9,

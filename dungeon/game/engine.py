@@ -21,6 +21,7 @@ from ..errors import (
     NotFound,
     SessionConflict,
     SessionNotFound,
+    StoreUnavailable,
     store_error_fields,
 )
 from ..images.jobs import ImageJobs, turn_image
@@ -181,21 +182,36 @@ class GameEngine:
     def committed(self, user_id: str, session_id: str, n: int,
                   replayed: bool = False) -> Committed:
         """Return game ``session_id`` with its turn ``n`` as they are now (to answer a replay)."""
-        session = self.store.load(user_id, session_id)
+        session = self._current(user_id, session_id)
         return Committed(session, [self._turn(session, n)], replayed)
 
     def turns_before(self, user_id: str, session_id: str, before: int | None,
                      limit: int) -> list[dict[str, Any]]:
         """Return up to ``limit`` turns of a game before turn ``before``."""
-        session = self.store.load(user_id, session_id)
+        session = self._current(user_id, session_id)
         return self.images_now(session, self.store.recent_turns(session_id, limit, before))
+
+    def _current(self, user_id: str, session_id: str) -> dict[str, Any]:
+        """Return the game as the database has it now, its cached copy checked by its last turn.
+
+        Another process may have played or deleted the game since this
+        process cached it; the last turn tells (every game has its opening).
+        """
+        session = self.store.load(user_id, session_id)
+        last = self.store.recent_turns(session_id, 1)
+        if not last or last[-1]["n"] != session["turn_count"] - 1:
+            self.store.forget_cached(user_id, session_id)
+            session = self.store.load(user_id, session_id)
+        return session
 
     def images_now(self, session: Mapping[str, Any],
                    turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Return ``turns`` with the current state of each image that was pending.
 
         Reading a pending image may move it on: an abandoned slot is claimed
-        again, a missing one is restored as the placeholder.
+        again, a missing one is restored as the placeholder.  Best effort: a
+        store that cannot answer leaves the image as the turn last recorded
+        it, so an answer about a committed write never fails on it.
         """
         return [self._image_now(session, turn) for turn in turns]
 
@@ -203,12 +219,16 @@ class GameEngine:
         image = turn.get("image") or {}
         if image.get("status") != "pending":
             return turn
-        slot = self.jobs.find(image["id"])
+        try:
+            slot = self.jobs.find_and_reclaim(image["id"])
+        except PyMongoError as exc:
+            log.warning("turn image state not read", extra=store_error_fields(exc))
+            return turn
         if slot is None:
             slot = self._restore_slot(session, turn)
         if slot is None:
             return {**turn, "image": {**image, "status": "failed", "placeholder": True}}
-        return {**turn, "image": turn_image(slot)}
+        return {**turn, "image": {**image, **turn_image(slot)}}
 
     def _restore_slot(self, session: Mapping[str, Any],
                       turn: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -216,7 +236,7 @@ class GameEngine:
         try:
             return self.jobs.restore(turn["image"]["id"], session["_id"], turn["n"], request,
                                      turn.get("expires_at"))
-        except PyMongoError as exc:  # read as a failed image; the next read tries again
+        except (PyMongoError, StoreUnavailable) as exc:  # a failed image; the next read retries
             log.warning("missing image slot not restored", extra=store_error_fields(exc))
             return None
 
@@ -233,21 +253,25 @@ class GameEngine:
 
     def retry_image(self, user_id: str, session_id: str, n: int, key: str,
                     settle: bool = False) -> Committed:
-        """Ask again for the image of turn ``n`` when it ended as a placeholder."""
-        session = self.store.load(user_id, session_id)
+        """Ask again for the image of turn ``n`` when it ended as a placeholder.
+
+        The new image carries ``key``, so a retry of this request that finds
+        it answers it rather than asking again.
+        """
+        session = self._current(user_id, session_id)
         turn = self._image_now(session, self._turn(session, n))
         image = turn.get("image") or {}
-        if settle and not image.get("placeholder"):
-            # The earlier attempt's new image is on its way or made.
-            return Committed(session, [turn], replayed=True)
+        if settle and image.get("request_key") == key:
+            return Committed(session, [turn], replayed=True)  # the earlier attempt's image
         if image.get("status") == "pending":
             raise Conflict("This turn's image is still being made.")
         if not image.get("placeholder"):
             raise Conflict("This turn already has its image.")
         request = ImageRequest(_image_prompt(turn), session["genre"], session["style"])
         with self.jobs.for_turn(session_id, n, request, turn.get("expires_at")) as slot:
-            self.store.set_turn_image(session_id, n, turn_image(slot))
-        return Committed(session, [{**turn, "image": turn_image(slot)}])
+            fresh = {**turn_image(slot), "request_key": key}
+            self.store.set_turn_image(session_id, n, image.get("id"), fresh)
+        return Committed(session, [{**turn, "image": fresh}])
 
     def _turn(self, session: Mapping[str, Any], n: int) -> dict[str, Any]:
         if not 0 <= n <= MAX_TURN:

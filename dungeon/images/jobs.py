@@ -49,15 +49,21 @@ LEASE_MARGIN = timedelta(seconds=30)
 
 def valid_slot_id(slot_id: str) -> bool:
     """Return True if ``slot_id`` has the shape of an image slot id."""
-    return isinstance(slot_id, str) and bool(SLOT_ID.match(slot_id))
+    return isinstance(slot_id, str) and bool(SLOT_ID.fullmatch(slot_id))
 
 
 class ImageJobs:
-    """Runs turn images on a bounded pool of threads and records them in their slots."""
+    """Runs turn images on a bounded pool of threads and records them in their slots.
+
+    ``on_ready`` is told of each finished image (to record it on its turn);
+    ``turn_names(session_id, n, slot_id)`` says whether a turn still names a
+    slot (both answered by the session store, which owns turns).
+    """
 
     def __init__(self, database, images: ImageService, config: Mapping[str, Any],
                  now: Callable[[], datetime],
-                 on_ready: Callable[[Mapping[str, Any]], None], *,
+                 on_ready: Callable[[Mapping[str, Any]], None],
+                 turn_names: Callable[[str, int, str], bool], *,
                  write_concern: WriteConcern | None = None,
                  executor: Executor | None = None):
         self.slots = database.get_collection("image_slots", write_concern=write_concern,
@@ -65,6 +71,7 @@ class ImageJobs:
         self.images = images
         self.now = now
         self.on_ready = on_ready
+        self.turn_names = turn_names
         self.lease = timedelta(seconds=config["IMAGE_DEADLINE"]) + LEASE_MARGIN
         self.retention = timedelta(hours=config["IMAGE_RETENTION_HOURS"])
         # How long a client's ``?wait=image`` may hold its request.
@@ -214,18 +221,28 @@ class ImageJobs:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            slot = self.slots.find_one({"_id": slot_id}, {"status": 1})
+            try:
+                slot = self.slots.find_one({"_id": slot_id}, {"status": 1})
+            except PyMongoError:  # the caller answers with the state it can read
+                return
             if slot is None or slot["status"] != "pending":
                 return
             time.sleep(POLL_SECONDS)
 
-    def find(self, slot_id: str) -> dict[str, Any] | None:
-        """Return the slot, reclaiming it first if its lease ran out while pending."""
+    def find_and_reclaim(self, slot_id: str) -> dict[str, Any] | None:
+        """Return the slot, first reclaiming it if its lease ran out while pending.
+
+        The reclaim is best effort: a read is not failed because the write
+        behind it failed; the next reader tries again.
+        """
         if not valid_slot_id(slot_id):
             return None
         slot = self.slots.find_one({"_id": slot_id})
         if slot is not None and slot["status"] == "pending":
-            slot = self.recover(slot)
+            try:
+                slot = self.recover(slot)
+            except PyMongoError as exc:
+                log.warning("abandoned image not reclaimed yet", extra=store_error_fields(exc))
         return slot
 
     def recover(self, slot: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +277,11 @@ class ImageJobs:
             "session_id": session_id, "n": n, "status": "pending", "request": vars(request),
             "claims": MAX_CLAIMS + 1, "created_at": now, "lease_until": now,
             "expires_at": expires_at}}, upsert=True)
+        if not self.turn_names(session_id, n, slot_id):
+            # The game was deleted (or the turn given another image) meanwhile:
+            # a slot restored now would outlive it.
+            self.slots.delete_one({"_id": slot_id})
+            return None
         log.warning("turn image slot was missing: restored as the placeholder",
                     extra={"session_id": session_id, "n": n})
         self._resolve({"_id": slot_id, "session_id": session_id, "request": vars(request)},
@@ -289,13 +311,16 @@ class ImageJobs:
         """Delete stored images no slot names, once older than the retention; return how many.
 
         With ``image_ids``, only those are looked at; without, every stored
-        image old enough (the periodic sweep).  The age bound keeps an image
-        that a slot is about to name, and an image returned by
-        ``POST /api/images``, for ``IMAGE_RETENTION_HOURS``.
+        image old enough (the periodic sweep, which also removes chunks of
+        writes cut off that long ago).  The age bound keeps an image returned
+        by ``POST /api/images`` for ``IMAGE_RETENTION_HOURS``.  A shared image
+        (a placeholder) collected just as a new slot names it is stored again
+        when that slot is read: ``image_lost``.
         """
         cutoff = self.now() - self.retention
         store = self.images.store
         if image_ids is None:
+            store.remove_orphan_chunks(cutoff)
             candidates = store.stored_before(cutoff)
         else:
             candidates = [i for i in image_ids if (store.stored_at(i) or cutoff) < cutoff]

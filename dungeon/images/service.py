@@ -88,8 +88,12 @@ class ImageService:
 
     # --- the chain -----------------------------------------------------------
 
-    def generate(self, request: ImageRequest) -> ImageResult:
-        """Return the first provider's image that succeeds, else the placeholder."""
+    def generate(self, request: ImageRequest, public: bool = False) -> ImageResult:
+        """Return the first provider's image that succeeds, else the placeholder.
+
+        A ``public`` image may be fetched by its content address by anyone
+        (``POST /api/images``); a turn's image only through its slot.
+        """
         deadline = self.clock() + self.config["IMAGE_DEADLINE"]
         attempts: list[Attempt] = []
         try:
@@ -98,14 +102,14 @@ class ImageService:
             log.warning("image prompt refused: %s", "; ".join(exc.reasons),
                         extra=fingerprint(request.prompt))
             attempts.append(Attempt("prompt_check", "prompt_refused"))
-            return self._placeholder(request, attempts, refused=exc.reasons)
+            return self._placeholder(request, attempts, refused=exc.reasons, public=public)
         for name in self.order:
             image = self._try_provider(name, request, deadline, attempts)
             if image is not None:
-                return self._finish(name, image, attempts)
+                return self._finish(name, image, attempts, public)
             if attempts[-1].outcome != ProviderNotConfigured.outcome:
                 self.metrics.image_fallbacks.labels(name).inc()
-        return self._placeholder(request, attempts)
+        return self._placeholder(request, attempts, public=public)
 
     def _try_provider(self, name: str, request: ImageRequest, deadline: float,
                       attempts: list[Attempt]) -> GeneratedImage | None:
@@ -251,8 +255,9 @@ class ImageService:
             raise ProviderUnavailable("provider answered with bytes that are not an image")
         return image
 
-    def _finish(self, name: str, image: GeneratedImage, attempts: list[Attempt]) -> ImageResult:
-        image_id = self.store.put(image.data, image.content_type)
+    def _finish(self, name: str, image: GeneratedImage, attempts: list[Attempt],
+                public: bool) -> ImageResult:
+        image_id = self.store.put(image.data, image.content_type, public)
         self.metrics.image_requests.labels("generated").inc()
         return ImageResult(image_id, image.content_type, name,
                            getattr(self.providers[name], "model", None), False,
@@ -263,9 +268,9 @@ class ImageService:
         return self._placeholder(request, [])
 
     def _placeholder(self, request: ImageRequest, attempts: list[Attempt],
-                     refused: list[str] | None = None) -> ImageResult:
+                     refused: list[str] | None = None, public: bool = False) -> ImageResult:
         image = self.providers[PLACEHOLDER].generate(request, timeout=0)
-        image_id = self.store.put(image.data, image.content_type)
+        image_id = self.store.put(image.data, image.content_type, public)
         attempts.append(Attempt(PLACEHOLDER, "success"))
         self.metrics.image_requests.labels("placeholder").inc()
         return ImageResult(image_id, image.content_type, PLACEHOLDER, None, True, None,

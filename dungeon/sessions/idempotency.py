@@ -62,6 +62,18 @@ class Claim:
     owner: str | None = None
     takeover: bool = False
     result: Mapping[str, Any] | None = None
+    commit_key: str | None = None
+    legacy_answer: Mapping[str, Any] | None = None
+
+    @property
+    def request_key(self) -> str:
+        """The key stored with what this request commits.
+
+        It names the request's body as well as its ``Idempotency-Key``, and
+        the claim it belongs to: once a claim has expired, the same key may
+        name a new request, which must not find the old commit.
+        """
+        return self.commit_key or self.key
 
 
 class IdempotencyStore:
@@ -85,15 +97,16 @@ class IdempotencyStore:
         held by a request whose lease has not run out (``Retry-After`` says
         how long it may still hold it).
         """
-        if not isinstance(key, str) or not KEY.match(key):
+        if not isinstance(key, str) or not KEY.fullmatch(key):
             raise BadRequest("Idempotency-Key must be 1-128 letters, digits or . _ : -")
         record_id, owner, now = f"{user_id}:{key}", secrets.token_urlsafe(12), self.now()
+        commit_key = f"{key}:{digest[:16]}:{secrets.token_urlsafe(6)}"
         record = {"_id": record_id, "digest": digest, "state": "running", "owner": owner,
-                  "created_at": now, "lease_until": now + self.lease,
+                  "commit_key": commit_key, "created_at": now, "lease_until": now + self.lease,
                   "expires_at": now + self.keep}
         try:
             self.collection.insert_one(record)
-            return Claim(user_id, key, owner)
+            return Claim(user_id, key, owner, commit_key=commit_key)
         except DuplicateKeyError:
             pass
         except PyMongoError:
@@ -107,13 +120,19 @@ class IdempotencyStore:
     def _existing(self, user_id: str, key: str, digest: str, now: datetime) -> Claim:
         record_id = f"{user_id}:{key}"
         earlier = self.collection.find_one({"_id": record_id})
-        if earlier is None:  # expired between the two calls: claim it afresh
+        if earlier is None or earlier.get("expires_at", now) <= now:
+            # Gone, or expired and not yet removed by the TTL monitor: the
+            # key may name a new request.
+            if earlier is not None:
+                self.collection.delete_one({"_id": record_id, "expires_at": earlier["expires_at"]})
             return self.claim(user_id, key, digest)
         if earlier["digest"] != digest:
             raise IdempotencyConflict("This Idempotency-Key was used for a different request.")
         if earlier["state"] == "done":
+            if "result" not in earlier:  # kept by an earlier release: its answer verbatim
+                return Claim(user_id, key, legacy_answer=earlier.get("answer") or {})
             return Claim(user_id, key, result=earlier["result"])
-        lease_until = earlier.get("lease_until") or now
+        lease_until = earlier.get("lease_until") or earlier["created_at"] + self.lease
         if lease_until > now:
             wait = max(1, math.ceil((lease_until - now).total_seconds()))
             raise IdempotencyConflict("A request with this Idempotency-Key is still running.",
@@ -126,7 +145,8 @@ class IdempotencyStore:
             raise IdempotencyConflict("A request with this Idempotency-Key is still running.",
                                       headers={"Retry-After": "1"})
         log.info("idempotency claim taken over: the earlier attempt's outcome is settled first")
-        return Claim(user_id, key, owner, takeover=True)
+        return Claim(user_id, key, owner, takeover=True,
+                     commit_key=earlier.get("commit_key") or key)
 
     def finish(self, claim: Claim, result: Mapping[str, Any]) -> None:
         """Record what the request committed, for its replays."""

@@ -5,7 +5,8 @@ a document of its own, unique by (session id, turn number), so a long game
 never grows one document without bound and two writers can never both commit
 the same turn.  Writes use the configured write concern (``majority`` and the
 journal by default) and reads go to the primary: a game is reported created
-only once the server has confirmed it durably, and is found by the next read.
+once the server acknowledged it under that concern, or, when the answer was
+lost, once a majority read found it; it is found by the next read.
 """
 
 from __future__ import annotations
@@ -20,11 +21,21 @@ from typing import Any, NoReturn
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+    WTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from ..errors import (
+    ImageReplaced,
     NotCommitted,
     NothingSaved,
     OutcomeUnknown,
@@ -45,6 +56,9 @@ TURN_EXPIRY_SLACK = timedelta(days=7)
 # Only documents written with a key take part in its unique index: games and
 # turns saved before keys were stored have none.
 HAS_KEY = {"request_key": {"$type": "string"}}
+# Server errors that refuse a write before applying it: WriteConflict, a bad
+# command or value, an unauthorised or unknown operation.
+REFUSAL_CODES = {2, 9, 13, 14, 59, 112}
 
 
 class AlreadyCommitted(NotCommitted):
@@ -68,7 +82,7 @@ def new_session_id() -> str:
 
 def valid_session_id(session_id: str) -> bool:
     """Return True if ``session_id`` has the shape of a session id."""
-    return isinstance(session_id, str) and bool(SESSION_ID.match(session_id))
+    return isinstance(session_id, str) and bool(SESSION_ID.fullmatch(session_id))
 
 
 def write_concern(config: Mapping[str, Any]) -> WriteConcern:
@@ -155,11 +169,14 @@ class SessionStore:
         return document, opening
 
     def _insert(self, collection, document: dict[str, Any]) -> None:
-        """Insert ``document``; when the answer is lost, one read by ``_id`` tells the outcome.
+        """Insert ``document``; when the answer is lost, one majority read tells the outcome.
 
-        Returns once the document is known to be stored.  Raises NothingSaved
-        when it is known not to be, OutcomeUnknown when not even the read
-        could tell, and DuplicateKeyError as the unique indexes decide.
+        Returns once the document is known to be stored durably.  Raises
+        NothingSaved only when the error proves the write was refused or
+        never sent; OutcomeUnknown when it may yet be applied (a timeout, a
+        dropped connection: the server may still be running it, or a write
+        acknowledged by the primary alone may be rolled back) and no
+        majority read shows it; DuplicateKeyError as the unique indexes decide.
         """
         try:
             collection.insert_one(document)
@@ -168,18 +185,19 @@ class SessionStore:
             raise
         except PyMongoError as exc:
             failure = exc
-        try:
-            found = collection.find_one({"_id": document["_id"]}, {"_id": 1})
-        except PyMongoError as exc:
-            log.error("write outcome unknown: %s", type(failure).__name__,
-                      extra={"collection": collection.name, **store_error_fields(exc)})
-            raise OutcomeUnknown() from failure
-        if found is None:
-            log.warning("write not applied: %s", type(failure).__name__,
-                        extra={"collection": collection.name, **store_error_fields(failure)})
+        fields = {"collection": collection.name, **store_error_fields(failure)}
+        if _refused(failure):
+            log.warning("write refused, not applied", extra=fields)
             raise NothingSaved() from failure
-        log.warning("write applied though its answer was lost: %s", type(failure).__name__,
-                    extra={"collection": collection.name, **store_error_fields(failure)})
+        try:
+            found = collection.with_options(read_concern=ReadConcern("majority")).find_one(
+                {"_id": document["_id"]}, {"_id": 1})
+        except PyMongoError:
+            found = None
+        if found is None:
+            log.error("write outcome unknown", extra=fields)
+            raise OutcomeUnknown() from failure
+        log.warning("write applied though its answer was lost", extra=fields)
 
     def session_by_key(self, user_id: str, key: str) -> dict[str, Any] | None:
         """Return the game ``user_id`` created with request key ``key``, if any."""
@@ -278,6 +296,10 @@ class SessionStore:
             query["n"] = {"$lt": before}
         found = list(self.turns.find(query, sort=[("n", DESCENDING)], limit=limit))
         return found[::-1]
+
+    def exists(self, session_id: str) -> bool:
+        """Return True if a game with this id exists (for whom does not matter)."""
+        return self.sessions.find_one({"_id": session_id}, {"_id": 1}) is not None
 
     def turn(self, session_id: str, n: int) -> dict[str, Any] | None:
         """Return turn ``n`` of ``session_id``, or None."""
@@ -393,9 +415,23 @@ class SessionStore:
         self.turns.update_one({"session_id": session_id, "n": n, "image.id": slot_id},
                               {"$set": {f"image.{k}": v for k, v in image.items()}})
 
-    def set_turn_image(self, session_id: str, n: int, image: Mapping[str, Any]) -> None:
-        """Give a turn a new image (a retry)."""
-        self.turns.update_one({"session_id": session_id, "n": n}, {"$set": {"image": image}})
+    def set_turn_image(self, session_id: str, n: int, replaced: str | None,
+                       image: Mapping[str, Any]) -> None:
+        """Give a turn a new image in place of ``replaced`` (a retry).
+
+        Raises ImageReplaced, with nothing written, when the turn is gone or
+        no longer shows ``replaced`` (another retry won, or the game was
+        deleted), so the new image's slot is given up.
+        """
+        result = self.turns.update_one({"session_id": session_id, "n": n, "image.id": replaced},
+                                       {"$set": {"image": dict(image)}})
+        if result.matched_count == 0:
+            raise ImageReplaced()
+
+    def turn_names(self, session_id: str, n: int, slot_id: str) -> bool:
+        """Return True if turn ``n`` of ``session_id`` exists and shows image slot ``slot_id``."""
+        return self.turns.find_one({"session_id": session_id, "n": n, "image.id": slot_id},
+                                   {"_id": 1}) is not None
 
     # --- expiry ---------------------------------------------------------------
 
@@ -479,6 +515,20 @@ class SessionStore:
 
     def _cache_size(self) -> None:
         self.metrics.session_cache_size.set(len(self.cache))
+
+
+def _refused(error: PyMongoError) -> bool:
+    """Return True if ``error`` proves that the write it answers was not applied.
+
+    No server could be selected (nothing was sent), or the server refused
+    the write outright (a write conflict, a command error).  A timeout, a
+    dropped connection or a write-concern error proves nothing.
+    """
+    if isinstance(error, ServerSelectionTimeoutError):
+        return True
+    return isinstance(error, OperationFailure) and not isinstance(
+        error, (WTimeoutError, WriteConcernError, ExecutionTimeout)) and \
+        error.code in REFUSAL_CODES
 
 
 def _expired(document: Mapping[str, Any], now: datetime) -> bool:
