@@ -16,18 +16,22 @@ from flask_openapi3 import OpenAPI
 from pymongo.read_preferences import ReadPreference
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, db, errors, logs, metrics, requestid, settings
+from . import api, db, errors, logs, metrics, requestid, security, settings
 from .auth import TokenSigner
 from .errors import ConfigError, UnknownPlugin
 from .game.engine import GameEngine
 from .images.jobs import ImageJobs, turn_image
 from .images.service import PLACEHOLDER, ImageService
 from .images.store import GridFSImageStore
+from .moderation import TextModerator
 from .plugins import collect, make_plugin_manager
 from .ratelimit import RateLimiter
+from .sessions.changes import LOCAL, VERSION, WATCH, ChangeFeed, Coherence
+from .sessions.crypto import FieldCipher, Keyring
 from .sessions.idempotency import IdempotencyStore
 from .sessions.store import SessionStore, write_concern
 from .state import Dungeon
+from .users import UserStore
 
 log = logging.getLogger(__name__)
 _SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$")
@@ -36,7 +40,8 @@ _SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$")
 def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object] = (),
                *, mongo_client: Any = None, image_options: Mapping[str, Any] | None = None,
                store_options: Mapping[str, Any] | None = None,
-               jobs_options: Mapping[str, Any] | None = None) -> Flask:
+               jobs_options: Mapping[str, Any] | None = None,
+               auth_options: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure an instance of the dungeon service.
 
     Configuration comes from the defaults, then ``DUNGEON_*`` environment
@@ -46,7 +51,8 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     speaks pymongo's API; ``image_options`` go to the image service (an
     injected ``sleep`` or ``clock``, say) and ``store_options`` to the session
     store (``now``, the cache's ``timer``), ``jobs_options`` to the turn
-    images' background jobs (an ``executor``).  Invalid configuration raises
+    images' background jobs (an ``executor``), ``auth_options`` to the user
+    store (``now``, its caches' ``timer``).  Invalid configuration raises
     ConfigError and no application is made.
     """
     app = OpenAPI(__name__, **api.openapi_options())
@@ -65,8 +71,10 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
                              "Idempotent-Replayed"], max_age=600)
     requestid.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
     app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},
-                                             store_options or {}, jobs_options or {})
+                                             store_options or {}, jobs_options or {},
+                                             auth_options or {})
     metrics.init_app(app, app.extensions["dungeon"].metrics)
     api.init_app(app)
     return app
@@ -93,16 +101,60 @@ def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
             log.info("%s is not a setting of the core; left to plugins", name)
 
 
-def _check_production(config: Mapping[str, Any]) -> None:
-    if config["ENV"] == "production" and not config["SECRET_KEY"]:
-        raise ConfigError("SECRET_KEY: required when ENV is production")
+def _check_production(config: Mapping[str, Any],
+                      environ: Mapping[str, str] | None = None) -> None:
+    if config["ENV"] == "production":
+        problems = production_problems(config, os.environ if environ is None else environ)
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        if problems:
+            raise ConfigError("ENV is production and these settings are not fit for it:\n"
+                              + "\n".join(f"- {problem}" for problem in problems))
+        if config["ALLOW_PLAINTEXT"] and not config["ENCRYPTION_KEYS"]:
+            log.warning("ALLOW_PLAINTEXT is true: saved games are stored unencrypted")
     if config["NARRATOR"] is not None and not config["NARRATOR"].strip():
         raise ConfigError("NARRATOR: must name a narrator (openai or local) or be unset")
+
+
+def production_problems(config: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Return what makes ``config`` unfit for production, each naming the setting to fix."""
+    problems = []
+    if not config["SECRET_KEY"]:
+        problems.append("SECRET_KEY: required when ENV is production; without it each process "
+                        "signs with its own development key, and tokens stop working on "
+                        "restart and on the other workers")
+    if not config["MONGO_URI"]:
+        problems.append("MONGO_URI: required when ENV is production; the embedded store "
+                        "loses every saved game on restart")
+    workers = serving_workers(config, environ)
+    if config["RATE_LIMIT_STORAGE"].startswith("memory://") and workers > 1:
+        problems.append(f"RATE_LIMIT_STORAGE: memory:// counts in each of the {workers} "
+                        f"workers (DUNGEON_WORKERS) on its own, so every limit lets {workers} "
+                        "times as much through; set a mongodb:// URI (or DUNGEON_WORKERS=1)")
+    if not config["ENCRYPTION_KEYS"] and not config["ALLOW_PLAINTEXT"]:
+        problems.append("ENCRYPTION_KEYS: required when ENV is production, to encrypt saved "
+                        "games; set DUNGEON_ALLOW_PLAINTEXT=true to run without on purpose")
+    return problems
+
+
+def serving_workers(config: Mapping[str, Any], environ: Mapping[str, str]) -> int:
+    """Return how many worker processes gunicorn_conf.py starts, by its own rules.
+
+    ``DUNGEON_WORKERS``, 2 by default with MongoDB; always 1 on the embedded
+    store.  A ``--workers`` given to gunicorn on its command line is not seen.
+    """
+    if not config["MONGO_URI"]:
+        return 1
+    value = environ.get("DUNGEON_WORKERS", "2").strip()
+    if not value.isdigit():
+        raise ConfigError(f"DUNGEON_WORKERS: must be a whole number, got {value!r}")
+    return int(value)
 
 
 def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
     # Known secrets, and the keys and tokens of plugins' own settings.
     known = [str(config[s.name]) for s in settings.SETTINGS if s.secret and config[s.name]]
+    known += [key.strip() for key in (config["ENCRYPTION_KEYS"] or "").split(",")]  # each key
     plugin = [value for name, value in config.items()
               if isinstance(value, str) and _SECRET_NAME.search(name)]
     return tuple(known + plugin)
@@ -110,7 +162,7 @@ def _secrets(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
                  image_options: Mapping[str, Any], store_options: Mapping[str, Any],
-                 jobs_options: Mapping[str, Any]) -> Dungeon:
+                 jobs_options: Mapping[str, Any], auth_options: Mapping[str, Any]) -> Dungeon:
     config = {name: app.config[name] for name in settings.SETTINGS_BY_NAME}
     pm = make_plugin_manager(config, plugins)
     # Plugins see the whole configuration: their own settings arrive as
@@ -129,25 +181,53 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     images = ImageService(providers, config, image_store, app_metrics, **image_options)
     _warn_retiring(images)
     jobs: ImageJobs | None = None
-    sessions = SessionStore(database, config, app_metrics, **store_options,
+    coherence = Coherence(_coherence_mode(config, mongo_client))
+    cipher = FieldCipher.from_config(config)
+    sessions = SessionStore(database, config, app_metrics, **{"coherence": coherence,
+                                                              "cipher": cipher,
+                                                              **store_options},
                             on_turns_expiry=lambda session_id, when: jobs.extend(session_id, when))
+    if coherence.mode == WATCH:
+        ChangeFeed(coherence, database.watch, on_session=sessions.changed_elsewhere,
+                   on_turns=sessions.changed_elsewhere,
+                   on_reset=lambda: sessions.changed_elsewhere(None)).start()
     jobs = ImageJobs(database, images, config, sessions.now,
                      on_ready=lambda slot: sessions.update_turn_image(
                          slot["session_id"], slot["n"], slot["_id"], turn_image(slot)),
                      turn_names=sessions.turn_names,
-                     write_concern=concern, **jobs_options)
+                     write_concern=concern, cipher=cipher, **jobs_options)
     keys = IdempotencyStore(database.get_collection("idempotency_keys", write_concern=concern,
                                                     read_preference=ReadPreference.PRIMARY),
                             config["IDEMPOTENCY_HOURS"], config["IDEMPOTENCY_LEASE_SECONDS"],
                             sessions.now)
-    indexes = db.IndexSetup((sessions, jobs, keys, image_store))
+    users = UserStore(database, config, write_concern=concern, **auth_options)
+    keyring = Keyring(cipher, database.get_collection("keyring", write_concern=concern))
+    indexes = db.IndexSetup((keyring, sessions, jobs, keys, image_store, users))
     indexes.ensure()  # a store that is down now is retried before writes and by /readyz
+    if indexes.fatal is not None:  # keys that cannot read the saved games: refuse to start
+        raise indexes.fatal
     return Dungeon(
         config=config, plugin_manager=pm, providers=providers, narrators=narrators,
         metrics=app_metrics, db=database, indexes=indexes, image_store=image_store,
         images=images, sessions=sessions, jobs=jobs, idempotency=keys,
-        game=GameEngine(sessions, narrator, jobs, app_metrics, config),
-        signer=TokenSigner(config), limiter=RateLimiter(config, app_metrics))
+        game=GameEngine(sessions, narrator, jobs, app_metrics, config,
+                        TextModerator(config)),
+        signer=TokenSigner(config, revocations=users), limiter=_limiter(config, app_metrics),
+        users=users)
+
+
+def _limiter(config: Mapping[str, Any], app_metrics: metrics.Metrics) -> RateLimiter:
+    limiter = RateLimiter(config, app_metrics)
+    return limiter
+
+
+def _coherence_mode(config: Mapping[str, Any], mongo_client: Any) -> str:
+    """How this process learns that its cached games are current (dungeon/sessions/changes.py)."""
+    if mongo_client is not None:
+        # An injected client may be shared by several apps standing for
+        # processes (the tests do so): check versions.
+        return VERSION
+    return WATCH if config["MONGO_URI"] else LOCAL
 
 
 def _pick_narrator(config: Mapping[str, Any], narrators: Mapping[str, Any]):

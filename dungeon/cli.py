@@ -1,4 +1,4 @@
-"""The ``dungeon`` command: serve, check-config, providers, collect-images."""
+"""The ``dungeon`` command: serve, check-config, providers, collect-images, rotate-keys."""
 
 from __future__ import annotations
 
@@ -65,6 +65,26 @@ def collect_images() -> None:
         sys.exit(1)
     removed = state.jobs.collect()
     click.echo(f"collected {removed} stored image(s) that nothing used")
+
+
+@main.command("rotate-keys")
+@click.option("--batch", default=500, show_default=True, help="Documents read at a time.")
+def rotate_keys(batch: int) -> None:
+    """Re-encrypt saved games with the first of ENCRYPTION_KEYS; safe to stop and run again.
+
+    Put the new key first in ENCRYPTION_KEYS (the old ones after it), run
+    this, and once it reports nothing left the old keys can be removed.
+    """
+    from .sessions.rotation import rotate
+
+    app = _app_or_exit()
+    state = app.extensions["dungeon"]
+    if not state.sessions.cipher.enabled:
+        click.echo("ENCRYPTION_KEYS is unset: there is no key to encrypt with", err=True)
+        sys.exit(EXIT_INVALID_CONFIG)
+    report = rotate(state.db, state.sessions.cipher, batch=batch)
+    for line in report.lines():
+        click.echo(line)
 
 
 def _provider_line(entry: dict, listed: dict | None) -> str:

@@ -130,6 +130,7 @@ class IndexSetup:
         self.parts = list(parts)
         self.ready = False
         self.error: str | None = None  # why the last attempt failed, for /readyz
+        self.fatal: ConfigError | None = None  # a failure no retry mends (wrong keys)
         self.retry_seconds = retry_seconds
         self._clock = clock
         self._failed_at: float | None = None
@@ -157,6 +158,10 @@ class IndexSetup:
                 except PyMongoError as exc:
                     self._failed_at = self._clock()
                     self._failed(exc)
+                except ConfigError as exc:
+                    self._failed_at = self._clock()
+                    self.fatal, self.error = exc, str(exc)
+                    log.error("store set-up refused: %s", exc)
         finally:
             self._lock.release()
         return self.ready

@@ -89,6 +89,20 @@ class NotFound(DungeonError):
     message = "Nothing is here."
 
 
+class TokenRevoked(Unauthorized):
+    """401: the bearer token is valid but was signed out (``logout`` or ``logout-everywhere``)."""
+
+    message = "The bearer token was signed out; get a new one."
+
+
+class LinkCodeInvalid(NotFound):
+    """404: no live link code matches: mistyped, expired, used, or never made (one answer)."""
+
+    code = "link_code_invalid"
+    message = ("This link code is not valid: it may be mistyped, used or expired. Make a new "
+               "one on the signed-in device.")
+
+
 class ImageNotFound(NotFound):
     """404: no image, stored or on its way, has this id."""
 
@@ -170,6 +184,41 @@ class OutcomeUnknown(StoreUnavailable):
 
     message = ("Saved games could not confirm this change. Retry with the same "
                "Idempotency-Key: the change is then applied exactly once.")
+
+
+class ImagesBusy(ServiceUnavailable):
+    """503: this process runs as many image requests as it may; retry after a moment."""
+
+    code = "images_busy"
+    message = "Too many pictures are being made right now; try again in a few seconds."
+
+    def __init__(self, message: str | None = None, **kwargs: Any):
+        super().__init__(message, headers={"Retry-After": "5"}, **kwargs)
+
+
+class TextRefused(DungeonError):
+    """422: the player's text holds what their safety level refuses; ``details`` names it."""
+
+    status = 422
+    code = "content_refused"
+    message = "This text cannot be used in the story; nothing was saved. Try other words."
+
+
+class ModerationUnavailable(ServiceUnavailable):
+    """503: the text could not be checked, so it was not used; retrying may succeed."""
+
+    code = "moderation_unavailable"
+    message = "Your text could not be checked just now; nothing was saved. Try again shortly."
+
+    def __init__(self, message: str | None = None, **kwargs: Any):
+        super().__init__(message, headers={"Retry-After": "5"}, **kwargs)
+
+
+class StoredDataUnreadable(ServiceUnavailable):
+    """503: a stored text cannot be decrypted with ENCRYPTION_KEYS (an operator must act)."""
+
+    code = "stored_data_unreadable"
+    message = "This saved game cannot be read right now."
 
 
 class NarratorUnavailable(ServiceUnavailable):

@@ -15,7 +15,7 @@ import tempfile
 _METRICS_DIR = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "dungeon-metrics"))
 
-from dungeon.logs import gunicorn_logconfig  # noqa: E402 - after the variable above
+from dungeon.logs import ACCESS_LOG_FORMAT, gunicorn_logconfig  # noqa: E402 - after the variable above
 
 
 def _env(name: str, default: str) -> str:
@@ -29,7 +29,13 @@ bind = _env("DUNGEON_BIND", "127.0.0.1:8000")
 # without monkey-patching, and in gthread ``timeout`` is a heartbeat, not a
 # request limit.
 worker_class = "gthread"
-threads = int(_env("DUNGEON_THREADS", "16"))
+# A request holds its thread until it is answered, and a ?wait=image request
+# holds it for up to 125 s: threads are sized for waiting requests, not for
+# cores. benchmarks/serving.py (docs/serving.md): with 64 such waits held, 16
+# threads stopped answering /healthz, 128 answered it within milliseconds;
+# throughput and memory were the same at 16 and 128 (threads start only when
+# used). Slow clients are nginx's to hold (ops/nginx/dungeon.conf), not ours.
+threads = int(_env("DUNGEON_THREADS", "128"))
 # The embedded store lives in one process's memory: a second worker would see
 # other games, so without a MongoDB URI there is exactly one worker.
 _default_workers = "2" if os.environ.get("DUNGEON_MONGO_URI") else "1"
@@ -49,7 +55,8 @@ max_requests = int(_env("DUNGEON_MAX_REQUESTS", "0"))
 preload_app = False  # each worker opens its own MongoDB connections after the fork
 control_socket_disable = True
 accesslog = _env("DUNGEON_ACCESS_LOG", "-")
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# Secrets in query strings are masked before a line is written (dungeon/logs.py).
+access_log_format = ACCESS_LOG_FORMAT
 logconfig_dict = gunicorn_logconfig(_env("DUNGEON_LOG_FORMAT", "json"))
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
@@ -112,16 +113,102 @@ def configure(level: str = "INFO", secrets: Iterable[str] = (), style: str = "js
 
 
 def gunicorn_logconfig(style: str = "json") -> Mapping[str, Any]:
-    """Return gunicorn's ``logconfig_dict``: its error and access logs in the same format."""
+    """Return gunicorn's ``logconfig_dict``: its error and access logs in the same format.
+
+    The access log goes through ``AccessLogRedactor``, so no secret sent in
+    a query string (or a header) reaches it.
+    """
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"dungeon": {"()": make_formatter, "style": style}},
+        "filters": {"redact": {"()": AccessLogRedactor}},
         "handlers": {HANDLER_NAME: {"class": "logging.StreamHandler", "formatter": "dungeon",
                                     "stream": "ext://sys.stderr"}},
         "root": {"level": "INFO", "handlers": [HANDLER_NAME]},
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True,
+                                "filters": ["redact"]},
         },
     }
+
+
+# --- the access log ---------------------------------------------------------------
+# gunicorn's access log line, one per request: the request line (%(r)s holds
+# the query string, redacted below), status, bytes, milliseconds, request id.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# Query parameters whose values are secrets (matched without regard to case),
+# and any name ending in one of SECRET_SUFFIXES.
+SECRET_PARAMETERS = frozenset({
+    "token", "access_token", "refresh_token", "id_token", "code", "key", "api_key", "apikey",
+    "password", "passwd", "secret", "client_secret", "signature", "sig", "auth",
+    "authorization", "session", "jwt"})
+SECRET_SUFFIXES = ("_token", "_key", "_secret", "password")
+# Atoms of gunicorn's access log that hold a URL or a query, and headers never to show.
+_URL_ATOMS = ("f", "{referer}i", "{raw_uri}e", "{request_uri}e")
+_QUERY_ATOMS = ("q", "{query_string}e")
+_SECRET_HEADERS = ("{authorization}i", "{cookie}i", "{proxy-authorization}i", "{x-api-key}i")
+MASK = "****"
+
+
+def secret_parameter(name: str) -> bool:
+    """Return True if a query parameter of this name carries a secret."""
+    name = unquote_plus(name).strip().lower()
+    return name in SECRET_PARAMETERS or name.endswith(SECRET_SUFFIXES)
+
+
+def redact_query(query: str) -> str:
+    """Return ``query`` with the value of every secret parameter replaced by ``MASK``."""
+    if not query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        parts.append(f"{name}={MASK}" if equals and secret_parameter(name) else part)
+    return "&".join(parts)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` (or a path) with its query's secret values replaced by ``MASK``."""
+    path, question, query = url.partition("?")
+    if not question:
+        return url
+    query, hash_, fragment = query.partition("#")
+    return f"{path}?{redact_query(query)}{hash_}{fragment}"
+
+
+def redact_request_line(line: str) -> str:
+    """Return a request line (``GET /path?query HTTP/1.1``) with its query's secrets masked."""
+    method, space, rest = line.partition(" ")
+    target, space2, protocol = rest.rpartition(" ")
+    if not space2:  # no protocol: the whole rest is the target
+        target, protocol = rest, ""
+    return f"{method}{space}{redact_url(target)}{space2}{protocol}"
+
+
+class AccessLogRedactor(logging.Filter):
+    """Masks secrets in gunicorn's access-log atoms before the line is formatted.
+
+    gunicorn logs each request as ``access_log.info(format, atoms)``; the
+    atoms (a dict) are rewritten in place: the request line, the query, the
+    referrer and the raw URI lose their secret parameters' values, and the
+    credential headers, should a format show them, are masked whole.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        atoms = record.args
+        if not isinstance(atoms, dict):
+            return True
+        if isinstance(atoms.get("r"), str):
+            atoms["r"] = redact_request_line(atoms["r"])
+        for key in _URL_ATOMS:
+            if isinstance(atoms.get(key), str):
+                atoms[key] = redact_url(atoms[key])
+        for key in _QUERY_ATOMS:
+            if isinstance(atoms.get(key), str):
+                atoms[key] = redact_query(atoms[key])
+        for key in _SECRET_HEADERS:
+            if key in atoms:
+                atoms[key] = MASK
+        return True

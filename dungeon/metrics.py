@@ -75,6 +75,16 @@ class Metrics:
             "dungeon_provider_model_shutdown_timestamp_seconds",
             "Announced shutdown time of each configured provider's model (Unix seconds).",
             ["provider", "model"], registry=r, multiprocess_mode="max")
+        self.image_queue_overflows = Counter(
+            "dungeon_image_queue_overflows", "Turn images given the placeholder at once because "
+            "every image thread and queue place was taken.", registry=r)
+        self.image_waits_declined = Counter(
+            "dungeon_image_waits_declined", "?wait=image requests answered at once, by reason "
+            "(busy: the process's wait limit; rate_limited: the client's).", ["reason"],
+            registry=r)
+        self.image_requests_refused = Counter(
+            "dungeon_image_requests_refused", "POST /api/images refused with 503 because the "
+            "process's limit of concurrent image requests was reached.", registry=r)
         self.provider_disabled = Gauge(
             "dungeon_provider_disabled", "1 when a provider was disabled (its model is gone).",
             ["provider"], registry=r, multiprocess_mode="max")

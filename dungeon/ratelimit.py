@@ -24,7 +24,7 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("guests", "games", "actions", "images")
+SCOPES = ("guests", "games", "actions", "images", "waits", "links", "redeem")
 
 
 class RateLimiter:
@@ -51,6 +51,19 @@ class RateLimiter:
         log.warning("rate limit reached: %s %s", scope, item, extra={"scope": scope})
         raise TooManyRequests(headers={"Retry-After": str(retry_after)},
                               details={"limit": str(item), "scope": scope})
+
+
+    def allow(self, scope: str, key: str) -> bool:
+        """Count one use of ``key`` in ``scope``; return False past the limit (nothing raised).
+
+        For what can be declined quietly: a wait past the limit is answered
+        at once instead.
+        """
+        item = self.limits[scope]
+        if item is None or self.strategy.hit(item, scope, key):
+            return True
+        self.metrics.rate_limit_rejections.labels(scope).inc()
+        return False
 
 
 def _parse(scope: str, value: str | None):

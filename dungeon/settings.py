@@ -116,7 +116,8 @@ _CONVERTERS: dict[str, Callable[[Any, Setting], Any]] = {
 SETTINGS: tuple[Setting, ...] = (
     # --- service ---
     Setting("ENV", "development", "choice", "development or production; production refuses "
-            "unsafe defaults (embedded store, development signing key).",
+            "unsafe defaults (embedded store, development signing key, per-process rate limits "
+            "with several workers, no `ENCRYPTION_KEYS` unless `ALLOW_PLAINTEXT`).",
             choices=("development", "production")),
     Setting("SECRET_KEY", None, "str", "Key that signs bearer tokens. A development key is "
             "used, with a warning, when unset outside production.", secret=True),
@@ -140,6 +141,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MONGO_JOURNAL", True, "bool", "Wait for the journal before a write counts as done."),
     Setting("MONGO_TIMEOUT_MS", 5000, "int",
             "Server selection and write-concern timeout, in milliseconds.", minimum=1),
+    Setting("ENCRYPTION_KEYS", None, "str", "Comma-separated Fernet keys; the first encrypts, "
+            "all decrypt. Required in production unless `ALLOW_PLAINTEXT` is true.",
+            secret=True),
+    Setting("ALLOW_PLAINTEXT", False, "bool", "Let production run without `ENCRYPTION_KEYS`, "
+            "on purpose: saved games are stored unencrypted."),
     # --- images ---
     Setting("IMAGE_PROVIDERS", ["gpt-image-2", "placeholder"], "list",
             "Image providers, in the order they are tried. The placeholder is always the last "
@@ -169,6 +175,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IMAGE_DENY_PATTERNS", [], "list",
             "Regular expressions; a prompt matching any is refused before any provider call "
             "(write a JSON list when a pattern holds a comma)."),
+    Setting("TEXT_MODERATION", "local", "choice",
+            "Check of what players write (prologues, actions, titles) before the narrator or "
+            "the database sees it: off, local (built-in and deny patterns) or openai "
+            "(/v1/moderations as well; when that call fails the text is refused with 503).",
+            choices=("off", "local", "openai")),
+    Setting("TEXT_DENY_PATTERNS", [], "list",
+            "Regular expressions; player text matching any is refused (category `custom`)."),
+    Setting("TEXT_MODERATION_TIMEOUT", 10.0, "float",
+            "Read timeout of one text moderation call, in seconds.", minimum=0.1),
+    Setting("SAFETY_LEVEL", "moderate", "choice",
+            "Safety level of a player who chose none: strict, moderate or mature; it decides "
+            "which moderation categories are refused and the image `moderation` parameter.",
+            choices=("strict", "moderate", "mature")),
     Setting("BREAKER_FAILURE_THRESHOLD", 5, "int",
             "Consecutive failures that open a provider's circuit breaker.", minimum=1),
     Setting("BREAKER_RESET_SECONDS", 30.0, "float",
@@ -179,10 +198,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MODEL_RECHECK_SECONDS", 3600.0, "float",
             "How long a provider whose model was reported gone stays disabled before one trial "
             "call checks it again.", minimum=1),
-    Setting("IMAGE_WORKERS", 4, "int",
-            "Background threads per process generating turn images.", minimum=1),
-    Setting("IMAGE_QUEUE", 32, "int", "Turn images that may wait for a background thread; "
+    # An image call waits 10-70 s on the network, so the pool is sized for waiting,
+    # not for cores: players served ~ IMAGE_WORKERS x think time / image time.
+    # benchmarks/capacity.py (docs/benchmarks.md), 3 s images, 3 s think time:
+    # 4 workers served 4 players; 128 served 128, twice the 64 wanted (at 64
+    # players the worker had 66 MiB and 69 threads). The queue only absorbs
+    # bursts: it overflows anyway once players outrun the workers. Half the
+    # workers keeps a queued turn's wait plus a 70 s image inside ?wait=image's
+    # 125 s and the slot lease's 150 s.
+    Setting("IMAGE_WORKERS", 128, "int",
+            "Background threads per process generating turn images; players served before "
+            "placeholders: about workers × think time ÷ image time.", minimum=1),
+    Setting("IMAGE_QUEUE", 64, "int", "Turn images that may wait for a background thread; "
             "beyond that a turn gets its placeholder at once.", minimum=0),
+    Setting("WAIT_LIMIT", 32, "int", "Requests per process that may hold their answer for "
+            "`?wait=image` at once, well below the server's threads; past it a request answers "
+            "at once with the image pending.", minimum=0),
+    Setting("IMAGE_REQUEST_LIMIT", 8, "int", "`POST /api/images` requests per process that may "
+            "run the image chain at once; past it they get 503 with `Retry-After`.", minimum=1),
+    Setting("IMAGE_HTTP_POOL", 0, "int", "Connections kept open to the OpenAI image API per "
+            "process, shared by its models; 0: `IMAGE_WORKERS` + `IMAGE_REQUEST_LIMIT`, one for "
+            "every call that may wait on it at once.", minimum=0),
     # --- games and sessions ---
     Setting("SESSION_CACHE_SIZE", 10000, "int",
             "Games kept in each process's lookup cache (0 disables the cache).", minimum=0),
@@ -195,6 +231,9 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0),
     Setting("RECENT_TURNS", 20, "int", "Turns returned with a game, most recent last.",
             minimum=1),
+    Setting("EMBEDDED_MAX_GAMES", 1000, "int", "Games the embedded store holds before it warns "
+            "(once, in the log and in `/readyz`) that it is for trying the service out: it "
+            "scans every game on every query and forgets them all on restart.", minimum=1),
     Setting("IDEMPOTENCY_HOURS", 24.0, "float",
             "How long an `Idempotency-Key` answer is kept for retries.", minimum=0.01),
     Setting("IDEMPOTENCY_LEASE_SECONDS", 300.0, "float",
@@ -205,6 +244,9 @@ SETTINGS: tuple[Setting, ...] = (
             "long a `POST /api/images` URL lasts at least.", minimum=0),
     Setting("TOKEN_TTL_HOURS", 720.0, "float", "Lifetime of a guest bearer token, in hours.",
             minimum=0.01),
+    Setting("AUTH_CACHE_SECONDS", 30.0, "float", "How long a process trusts what it read about "
+            "a token's revocation; a token signed out through another process stops working "
+            "within this time (0: read on every request).", minimum=0),
     # --- request limits ---
     Setting("RATE_LIMIT_GUESTS", "30/hour", "str",
             "Guest accounts one client address may create (empty: no limit)."),
@@ -213,6 +255,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Actions one user may play (empty: no limit)."),
     Setting("RATE_LIMIT_IMAGES", "10/minute", "str",
             "Image requests and image retries one user may make (empty: no limit)."),
+    Setting("RATE_LIMIT_WAITS", "60/minute", "str", "`?wait=image` waits one client address "
+            "may make; past it the answer comes at once with the image pending (empty: no "
+            "limit)."),
+    Setting("RATE_LIMIT_LINKS", "5/hour", "str",
+            "Device link codes one user may make (empty: no limit)."),
+    Setting("RATE_LIMIT_REDEEM", "20/hour", "str",
+            "Link code redeem attempts one client address may make, right or wrong "
+            "(empty: no limit)."),
     Setting("RATE_LIMIT_STORAGE", "memory://", "str", "Where limits are counted: `memory://` "
             "(per process) or a `mongodb://` URI (shared; MongoDB 4.2+).", secret=True),
     Setting("CORS_ORIGINS", [], "list", "Web origins allowed to call the API from a browser "
@@ -265,8 +315,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
             unknown.append((name, close[0] if close else None))
     return unknown
-
-
 
 
 def defaults() -> dict[str, Any]:

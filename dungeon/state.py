@@ -18,6 +18,7 @@ from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .sessions.idempotency import IdempotencyStore
 from .sessions.store import SessionStore
+from .users import UserStore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +40,7 @@ class Dungeon:
     game: GameEngine
     signer: TokenSigner
     limiter: RateLimiter
+    users: UserStore
 
 
 def get_state() -> Dungeon:

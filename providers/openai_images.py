@@ -40,22 +40,43 @@ log = logging.getLogger(__name__)
 CONTENT_CODES = {"content_policy_violation", "moderation_blocked"}
 QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "credit_balance_exhausted"}
 RETRY_STATUSES = {408, 409}
-# Pool size covers a gunicorn worker's threads all waiting on one provider.
-POOL_SIZE = 32
+# Request threads that may run the chain themselves (POST /api/images, at
+# most IMAGE_REQUEST_LIMIT at once) while every background image thread waits
+# on the API: the pool's room beyond IMAGE_WORKERS when IMAGE_HTTP_POOL is 0.
+REQUEST_CALLERS = 16  # when IMAGE_REQUEST_LIMIT is not configured
+POOL_SIZE = 32  # make_session's default, for callers without a configuration
 
 
 @dungeon.hookimpl
 def register_image_providers(register, config):
     """Register one provider per model of the capability table, sharing one HTTP pool."""
-    session = make_session()
+    session = make_session(pool_size(config))
     for row in MODELS:
         register(OpenAIImageProvider(row, config, session))
 
 
-def make_session() -> requests.Session:
-    """Return a pooled session for calls to one API host."""
+def pool_size(config: Mapping[str, Any]) -> int:
+    """Return how many connections to the API host one process keeps open.
+
+    An image call is a network wait of 10-70 s, so every background image
+    thread may hold a connection at once.  A smaller pool still works, but
+    whenever more calls than it holds end together, the extra connections are
+    closed ("connection pool is full") and the next calls open new ones, a
+    TLS handshake each (benchmarks/capacity.py --pool-check).
+    """
+    workers = config["IMAGE_WORKERS"]
+    size = (config.get("IMAGE_HTTP_POOL")
+            or workers + config.get("IMAGE_REQUEST_LIMIT", REQUEST_CALLERS))
+    if size < workers:
+        log.warning("IMAGE_HTTP_POOL (%d) is smaller than IMAGE_WORKERS (%d): image calls "
+                    "beyond it will keep opening new connections", size, workers)
+    return size
+
+
+def make_session(pool: int = POOL_SIZE) -> requests.Session:
+    """Return a session keeping up to ``pool`` connections to each API host."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -90,6 +111,9 @@ class OpenAIImageProvider:
             body["response_format"] = "b64_json"
         if row["family"] == "gpt-image":
             body["output_format"] = "png"
+        # "auto" is the API's default: sent only when a mature player asks for less.
+        if row.get("moderation") and request.moderation != "auto":
+            body["moderation"] = request.moderation
         return body
 
     def generate(self, request: ImageRequest, timeout: float) -> GeneratedImage:

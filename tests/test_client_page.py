@@ -143,4 +143,6 @@ def test_a_missing_asset_is_a_json_404(client):
 def test_the_api_keeps_its_own_headers(client):
     response = client.get("/api/catalog")
     assert response.status_code == 200
-    assert "Content-Security-Policy" not in response.headers
+    # The API's own restrictive policy, not the page's (which allows scripts).
+    assert response.headers["Content-Security-Policy"] == \
+        "default-src 'none'; frame-ancestors 'none'"

@@ -36,7 +36,7 @@ from .schemas import (
     Turns,
     Waiting,
 )
-from .views import game_json, responses, turn_json
+from .views import game_json, may_wait, responses, turn_json
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("games", __name__, url_prefix="/api/games",
@@ -219,7 +219,7 @@ def _turn_answer(query: Waiting, status: int) -> Callable[[Committed], tuple[dic
 
 def _maybe_wait(query: Waiting, turns: list[dict[str, Any]]) -> None:
     """With ``?wait=image``, wait (within the image deadline) for the turns' images."""
-    if query.wait != "image":
+    if query.wait != "image" or not may_wait():
         return
     for turn in turns:
         if turn.get("image"):

@@ -13,7 +13,7 @@ from ..images.jobs import valid_slot_id
 from ..images.types import ImageRequest
 from ..state import get_state
 from .schemas import ImageAnswer, ImageAsk, ImagePath, PendingImage, Waiting
-from .views import image_url, responses
+from .views import image_url, may_wait, responses
 
 bp = APIBlueprint("images", __name__, url_prefix="/api/images",
                   abp_tags=[Tag(name="images", description="Pictures, made and served.")])
@@ -49,8 +49,8 @@ def create_image(body: ImageAsk):
     (`placeholder: true`).
     """
     get_state().limiter.check("images", g.user_id)
-    result = get_state().images.generate(ImageRequest(**body.model_dump(exclude_none=True)),
-                                         public=True)
+    result = get_state().images.generate_for_client(
+        ImageRequest(**body.model_dump(exclude_none=True)))
     found = result.to_dict()
     image = {"id": found.pop("image_id"), "url": image_url(result.image_id), "status": "ready",
              **found}
@@ -105,7 +105,7 @@ def _slot(slot_id: str, query: Waiting) -> dict:
     # nothing of it.
     if slot is None or not state.sessions.exists(slot["session_id"]):
         raise ImageNotFound()
-    if slot["status"] == "pending" and query.wait == "image":
+    if slot["status"] == "pending" and query.wait == "image" and may_wait():
         jobs.wait(slot_id)
         slot = jobs.find_and_reclaim(slot_id) or slot
     return slot

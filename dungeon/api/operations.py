@@ -40,6 +40,8 @@ def readyz():
     if store["ok"] and not state.indexes.ensure():
         store = {**store, "ok": False,
                  "error": f"indexes not created: {state.indexes.error or 'unknown reason'}"}
+    if state.sessions.embedded_warning:
+        store = {**store, "warning": state.sessions.embedded_warning}
     body = {"status": "ready" if store["ok"] else "unavailable",
             "checks": {"store": store, "image_providers": state.images.status()}}
     return body, 200 if store["ok"] else 503

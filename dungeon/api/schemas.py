@@ -387,3 +387,29 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "unavailable"]
     checks: dict[str, Any]
+
+
+# --- auth -----------------------------------------------------------------------------
+
+class LinkCode(BaseModel):
+    """A one-use code that signs another device in as the same user, for ten minutes."""
+
+    code: str = Field(pattern=r"^[0-9A-HJKMNP-TV-Z]{8}$", examples=["7K3M9QXD"],
+                      description="8 characters of Crockford's base32 (no I, L, O, U). Show it "
+                                  "to the player; it works once.")
+    expires_at: Timestamp
+
+
+class RedeemLink(Strict):
+    """A link code made on the signed-in device, as the player typed it."""
+
+    # The same rule as dungeon.users.CODE_INPUT: 8 letters or digits, in either
+    # case, with dashes or spaces anywhere.
+    code: str = Field(max_length=32, pattern=r"^[ -]*(?:[0-9A-Za-z][ -]*){8}$",
+                      examples=["7K3M-9QXD"],
+                      description="The code from `POST /api/auth/link`; case, dashes and "
+                                  "spaces do not matter.")
+
+
+class LinkedToken(Guest):
+    """A bearer token on this device for the user who made the link code: the same saved games."""

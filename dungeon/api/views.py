@@ -45,6 +45,21 @@ def turn_json(turn: Mapping[str, Any]) -> dict[str, Any]:
             "created_at": _iso(turn["created_at"])}
 
 
+def may_wait() -> bool:
+    """Return True if this request may hold its answer for ``?wait=image``.
+
+    Waits are counted per client address (``RATE_LIMIT_WAITS``); past the
+    limit the answer comes at once, with the image pending, never an error.
+    """
+    from ..state import get_state
+
+    state = get_state()
+    if state.limiter.allow("waits", request.remote_addr or "unknown"):
+        return True
+    state.metrics.image_waits_declined.labels("rate_limited").inc()
+    return False
+
+
 def responses(success: Mapping[int, Any], *errors: int) -> dict[int, Any]:
     """Return a route's documented answers: its successes and its errors, in the one shape."""
     from .schemas import ErrorBody

@@ -27,6 +27,7 @@ from ..errors import (
 from ..images.jobs import ImageJobs, turn_image
 from ..images.types import ImageRequest
 from ..metrics import Metrics
+from ..moderation import TextModerator, image_moderation
 from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn
 from ..sessions.store import AlreadyCommitted, SessionStore, new_session_id
 
@@ -65,8 +66,9 @@ class GameEngine:
     """
 
     def __init__(self, store: SessionStore, narrator: Narrator, jobs: ImageJobs,
-                 metrics: Metrics, config: Mapping[str, Any]):
+                 metrics: Metrics, config: Mapping[str, Any], moderator: TextModerator):
         self.store, self.narrator, self.jobs, self.metrics = store, narrator, jobs, metrics
+        self.moderator = moderator
         self.recent = config["RECENT_TURNS"]
         self.context_turns = config["NARRATOR_CONTEXT_TURNS"]
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = \
@@ -76,8 +78,13 @@ class GameEngine:
     # --- playing --------------------------------------------------------------
 
     def create(self, user_id: str, genre: str, style: str, key: str, title: str | None = None,
-               prologue: str | None = None, settle: bool = False) -> Committed:
-        """Start a game; a custom prologue is its opening, else the narrator writes one."""
+               prologue: str | None = None, settle: bool = False,
+               safety: str | None = None) -> Committed:
+        """Start a game; a custom prologue is its opening, else the narrator writes one.
+
+        What the player wrote is moderated at their ``safety`` level first.
+        """
+        self.moderator.check({"title": title, "custom_prologue": prologue}, safety)
         if settle:
             earlier = self.store.session_by_key(user_id, key)
             if earlier is not None:
@@ -90,7 +97,8 @@ class GameEngine:
             opening = self._narrate(NarrationContext(genre, style, title, seed, 0))
         session = {"_id": session_id, "user_id": user_id, "title": title, "genre": genre,
                    "style": style, "seed": seed}
-        request = ImageRequest(opening.image_prompt, genre, style)
+        request = ImageRequest(opening.image_prompt, genre, style,
+                               moderation=image_moderation(safety))
         try:
             with self.jobs.for_turn(session_id, 0, request, self.store.turns_expiry()) as slot:
                 session, turn = self.store.create(session, _turn(None, opening, slot), key)
@@ -104,15 +112,16 @@ class GameEngine:
         return Committed(session, [turn])
 
     def act(self, user_id: str, session_id: str, action: str, key: str,
-            settle: bool = False) -> Committed:
+            settle: bool = False, safety: str | None = None) -> Committed:
         """Play ``action`` as the next turn; retried from fresh state if a stale copy lost."""
+        self.moderator.check({"action": action}, safety)
         with self._session_lock(session_id):
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 session = self.store.load(user_id, session_id)
                 earlier = self.store.turn_by_key(session_id, key) if settle else None
                 if earlier is None:
                     try:
-                        return self._play(session, action, key)
+                        return self._play(session, action, key, safety)
                     except SessionConflict:
                         # Nothing was written: the store dropped its stale
                         # copy, so the next attempt narrates from the real
@@ -125,14 +134,19 @@ class GameEngine:
                 return Committed(self.store.settle(session, earlier), [earlier], replayed=True)
         raise AssertionError("unreachable")
 
-    def _play(self, session: dict[str, Any], action: str, key: str) -> Committed:
-        history = self.store.recent_turns(session["_id"], self.context_turns)
+    def _play(self, session: dict[str, Any], action: str, key: str,
+              safety: str | None = None) -> Committed:
+        history = self.store.recent_for(session, self.context_turns)
+        if history is None:  # a stale copy: its commit would lose the turn number anyway
+            self.store.forget_cached(session["user_id"], session["_id"])
+            raise SessionConflict()
         context = NarrationContext(
             session["genre"], session["style"], session["title"], session["seed"],
             session["turn_count"], action,
             [PastTurn(t.get("action"), t["narration"]) for t in history])
         narration = self._narrate(context)
-        request = ImageRequest(narration.image_prompt, session["genre"], session["style"])
+        request = ImageRequest(narration.image_prompt, session["genre"], session["style"],
+                               moderation=image_moderation(safety))
         with self.jobs.for_turn(session["_id"], session["turn_count"], request,
                                 self.store.turns_expiry()) as slot:
             session, turn = self.store.commit_turn(session, _turn(action, narration, slot), key)
@@ -170,8 +184,8 @@ class GameEngine:
              session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Return a game and its most recent turns, consistent with each other."""
         session = self.store.load(user_id, session_id)
-        turns = self.store.recent_turns(session_id, self.recent)
-        if not turns or turns[-1]["n"] != session["turn_count"] - 1:
+        turns = self.store.recent_for(session, self.recent)
+        if turns is None:
             # The cached copy is behind: another process played a turn since
             # (or deleted the game; every game has its opening turn).
             self.store.forget_cached(user_id, session_id)

@@ -35,6 +35,7 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from ..errors import known_not_committed, store_error_fields
+from ..sessions.crypto import SLOT_FIELDS, FieldCipher
 from .service import ImageService
 from .types import ImageRequest
 
@@ -65,10 +66,11 @@ class ImageJobs:
                  on_ready: Callable[[Mapping[str, Any]], None],
                  turn_names: Callable[[str, int, str], bool], *,
                  write_concern: WriteConcern | None = None,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, cipher: FieldCipher | None = None):
         self.slots = database.get_collection("image_slots", write_concern=write_concern,
                                              read_preference=ReadPreference.PRIMARY)
         self.images = images
+        self.cipher = cipher or FieldCipher()
         self.now = now
         self.on_ready = on_ready
         self.turn_names = turn_names
@@ -80,6 +82,11 @@ class ImageJobs:
                                                    thread_name_prefix="turn-image")
         # Bounds the work waiting for a thread: past it, the placeholder answers.
         self.room = threading.BoundedSemaphore(config["IMAGE_WORKERS"] + config["IMAGE_QUEUE"])
+        # Bounds the request threads held by ?wait=image, so waiting clients
+        # can never take every thread of the server.
+        self.waiters = threading.BoundedSemaphore(config["WAIT_LIMIT"]) \
+            if config["WAIT_LIMIT"] else None
+        self.metrics = images.metrics
         self.futures: dict[str, Future] = {}
         self.lock = threading.Lock()
 
@@ -120,7 +127,7 @@ class ImageJobs:
         slot = {"_id": "s_" + secrets.token_urlsafe(16), "session_id": session_id, "n": n,
                 "status": "pending", "request": vars(request), "claims": 1,
                 "created_at": now, "lease_until": now + self.lease, "expires_at": expires_at}
-        self.slots.insert_one(slot)
+        self.slots.insert_one(self.cipher.seal_fields(slot, SLOT_FIELDS))
         return slot
 
     def _discard(self, slot: Mapping[str, Any]) -> None:
@@ -132,6 +139,7 @@ class ImageJobs:
     def submit(self, slot: Mapping[str, Any]) -> None:
         """Start making the slot's image in the background (the placeholder when full)."""
         if not self.room.acquire(blocking=False):
+            self.metrics.image_queue_overflows.inc()
             log.warning("turn image queue full: placeholder given at once",
                         extra={"session_id": slot["session_id"]})
             self._run(slot, placeholder_only=True)
@@ -195,8 +203,8 @@ class ImageJobs:
                 if updated is None and attempt > 1:
                     current = self.slots.find_one({"_id": slot_id})
                     if current is not None and current.get("image_id") == image["image_id"]:
-                        return current
-                return updated
+                        return self._slot(current)
+                return self._slot(updated)
             except PyMongoError as exc:
                 if attempt == RECORD_ATTEMPTS:
                     raise
@@ -205,13 +213,25 @@ class ImageJobs:
 
     # --- reading -----------------------------------------------------------------
 
-    def wait(self, slot_id: str, timeout: float | None = None) -> None:
+    def wait(self, slot_id: str, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds (default: the image deadline) for a slot's image.
 
         A slot this process works on is waited for directly; one that another
-        worker makes is polled in the database.
+        worker makes is polled in the database.  At most ``WAIT_LIMIT``
+        requests of a process wait at once: past it this returns False at
+        once, and the caller answers with the image still pending.
         """
-        timeout = self.wait_limit if timeout is None else timeout
+        if self.waiters is None or not self.waiters.acquire(blocking=False):
+            self.metrics.image_waits_declined.labels("busy").inc()
+            log.info("image wait declined: the process's wait limit is reached")
+            return False
+        try:
+            self._wait(slot_id, self.wait_limit if timeout is None else timeout)
+        finally:
+            self.waiters.release()
+        return True
+
+    def _wait(self, slot_id: str, timeout: float) -> None:
         with self.lock:
             future = self.futures.get(slot_id)
         if future is not None:
@@ -237,7 +257,7 @@ class ImageJobs:
         """
         if not valid_slot_id(slot_id):
             return None
-        slot = self.slots.find_one({"_id": slot_id})
+        slot = self._slot(self.slots.find_one({"_id": slot_id}))
         if slot is not None and slot["status"] == "pending":
             try:
                 slot = self.recover(slot)
@@ -250,19 +270,19 @@ class ImageJobs:
         now = self.now()
         if slot["lease_until"] > now:
             return slot
-        claimed = self.slots.find_one_and_update(
+        claimed = self._slot(self.slots.find_one_and_update(
             {"_id": slot["_id"], "status": "pending", "lease_until": slot["lease_until"]},
             {"$set": {"lease_until": now + self.lease}, "$inc": {"claims": 1}},
-            return_document=ReturnDocument.AFTER)
-        if claimed is None:
-            return self.slots.find_one({"_id": slot["_id"]}) or slot  # someone else took it
+            return_document=ReturnDocument.AFTER))
+        if claimed is None:  # someone else took it
+            return self._slot(self.slots.find_one({"_id": slot["_id"]})) or slot
         log.warning("turn image abandoned by its process, claimed again",
                     extra={"session_id": slot["session_id"], "claims": claimed["claims"]})
         if claimed["claims"] > MAX_CLAIMS:
             self._run(claimed, placeholder_only=True)
         else:
             self.submit(claimed)
-        return self.slots.find_one({"_id": slot["_id"]}) or claimed
+        return self._slot(self.slots.find_one({"_id": slot["_id"]})) or claimed
 
     def restore(self, slot_id: str, session_id: str, n: int, request: ImageRequest,
                 expires_at: datetime | None) -> dict[str, Any] | None:
@@ -273,10 +293,10 @@ class ImageJobs:
         if not valid_slot_id(slot_id):
             return None
         now = self.now()
-        self.slots.update_one({"_id": slot_id}, {"$setOnInsert": {
+        self.slots.update_one({"_id": slot_id}, {"$setOnInsert": self.cipher.seal_fields({
             "session_id": session_id, "n": n, "status": "pending", "request": vars(request),
             "claims": MAX_CLAIMS + 1, "created_at": now, "lease_until": now,
-            "expires_at": expires_at}}, upsert=True)
+            "expires_at": expires_at}, SLOT_FIELDS)}, upsert=True)
         if not self.turn_names(session_id, n, slot_id):
             # The game was deleted (or the turn given another image) meanwhile:
             # a slot restored now would outlive it.
@@ -286,7 +306,7 @@ class ImageJobs:
                     extra={"session_id": session_id, "n": n})
         self._resolve({"_id": slot_id, "session_id": session_id, "request": vars(request)},
                       placeholder_only=True)
-        return self.slots.find_one({"_id": slot_id})
+        return self._slot(self.slots.find_one({"_id": slot_id}))
 
     def image_lost(self, slot: Mapping[str, Any]) -> dict[str, Any] | None:
         """Point a ready slot whose stored image is gone at the placeholder; return it."""
@@ -332,6 +352,10 @@ class ImageJobs:
         if removed:
             log.info("stored images collected: %s", removed)
         return removed
+
+
+    def _slot(self, document: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return self.cipher.open_fields(document, SLOT_FIELDS)
 
 
 def turn_image(slot: Mapping[str, Any]) -> dict[str, Any]:

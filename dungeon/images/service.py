@@ -21,6 +21,7 @@ import requests
 import tenacity
 
 from ..errors import (
+    ImagesBusy,
     ModelGone,
     PromptRefused,
     ProviderAuthError,
@@ -67,6 +68,9 @@ class ImageService:
         self.checker = checker or PromptChecker(config)
         self.session = session or requests.Session()
         # A provider whose model is gone: why, and when one trial may check again.
+        # POST /api/images runs the chain in a request thread: bounded, so a
+        # slow provider cannot take every thread of the server.
+        self.client_calls = threading.BoundedSemaphore(config["IMAGE_REQUEST_LIMIT"])
         self.disabled: dict[str, str] = {}
         self._recheck_at: dict[str, float] = {}
         self._disabled_lock = threading.Lock()
@@ -110,6 +114,20 @@ class ImageService:
             if attempts[-1].outcome != ProviderNotConfigured.outcome:
                 self.metrics.image_fallbacks.labels(name).inc()
         return self._placeholder(request, attempts, public=public)
+
+    def generate_for_client(self, request: ImageRequest) -> ImageResult:
+        """Run the chain for a client waiting on it (``POST /api/images``), a public image.
+
+        At most ``IMAGE_REQUEST_LIMIT`` such calls run at once in a process;
+        past it ImagesBusy (503 with ``Retry-After``) is raised at once.
+        """
+        if not self.client_calls.acquire(blocking=False):
+            self.metrics.image_requests_refused.inc()
+            raise ImagesBusy()
+        try:
+            return self.generate(request, public=True)
+        finally:
+            self.client_calls.release()
 
     def _try_provider(self, name: str, request: ImageRequest, deadline: float,
                       attempts: list[Attempt]) -> GeneratedImage | None:

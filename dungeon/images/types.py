@@ -22,6 +22,9 @@ class ImageRequest:
     style: str = "generic"
     aspect: str = "landscape"
     quality: str = "standard"
+    # The provider's own moderation strictness where the model takes it
+    # (``auto`` or ``low``), from the player's safety level.
+    moderation: str = "auto"
 
 
 @dataclass(frozen=True)

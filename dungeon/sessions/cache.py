@@ -27,6 +27,8 @@ class SessionCache:
                  on_miss: Callable[[], None] | None = None):
         self.enabled = maxsize > 0 and ttl > 0
         self._cache: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
+        # Who each cached game belongs to, to forget a game known by its id alone.
+        self._owners: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
         self._lock = threading.Lock()
         self._on_hit, self._on_miss = on_hit, on_miss
 
@@ -49,13 +51,90 @@ class SessionCache:
             current = self._cache.get(key)
             if current is None or current["version"] <= document["version"]:
                 self._cache[key] = dict(document)
+                self._owners[key[1]] = key[0]
 
     def invalidate(self, key: Key) -> None:
         """Forget ``key``."""
         with self._lock:
             self._cache.pop(key, None)
 
+    def invalidate_session(self, session_id: str) -> None:
+        """Forget the game ``session_id``, whoever it was cached for (a change from elsewhere)."""
+        with self._lock:
+            owner = self._owners.pop(session_id, None)
+            if owner is not None:
+                self._cache.pop((owner, session_id), None)
+
+    def clear(self) -> None:
+        """Forget every game."""
+        with self._lock:
+            self._cache.clear()
+            self._owners.clear()
+
     def __len__(self) -> int:
         with self._lock:
             self._cache.expire()
             return len(self._cache)
+
+
+class TurnCache:
+    """The most recent turns of games, each list kept for one version of its game.
+
+    A list is served only for the version it was read at, so a turn
+    committed anywhere (which moves the version) retires it; changes that
+    keep the version (an image made) invalidate it explicitly.
+    """
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic):
+        self.enabled = maxsize > 0 and ttl > 0
+        self._cache: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str, version: int) -> list[dict[str, Any]] | None:
+        """Return copies of the turns kept for ``version`` of the game, or None."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            found = self._cache.get(session_id)
+        if found is None or found[0] != version:
+            return None
+        return [dict(turn) for turn in found[1]]
+
+    def put(self, session_id: str, version: int, turns: list[dict[str, Any]]) -> None:
+        """Keep copies of ``turns`` as those of ``version`` of the game."""
+        if self.enabled:
+            with self._lock:
+                self._cache[session_id] = (version, tuple(dict(t) for t in turns))
+
+    def extend(self, session_id: str, version: int, new_version: int, turn: dict[str, Any],
+               keep: int) -> None:
+        """Add a turn committed on ``version``: the list now stands for ``new_version``."""
+        if not self.enabled:
+            return
+        with self._lock:
+            found = self._cache.get(session_id)
+            if found is not None and found[0] == version:
+                turns = (*found[1], dict(turn))[-keep:]
+                self._cache[session_id] = (new_version, turns)
+            else:
+                self._cache.pop(session_id, None)
+
+    def update_image(self, session_id: str, n: int, slot_id: str,
+                     image: dict[str, Any]) -> None:
+        """Record a finished image on the kept copy of its turn, as the database did."""
+        with self._lock:
+            found = self._cache.get(session_id)
+            if found is None:
+                return
+            turns = tuple({**t, "image": {**t["image"], **image}}
+                          if t["n"] == n and (t.get("image") or {}).get("id") == slot_id else t
+                          for t in found[1])
+            self._cache[session_id] = (found[0], turns)
+
+    def invalidate(self, session_id: str | None) -> None:
+        """Forget a game's turns; every game's with None."""
+        with self._lock:
+            if session_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(session_id, None)

@@ -44,7 +44,9 @@ from ..errors import (
     store_error_fields,
 )
 from ..metrics import Metrics
-from .cache import SessionCache
+from .cache import SessionCache, TurnCache
+from .changes import LOCAL, VERSION, Coherence
+from .crypto import SESSION_FIELDS, TURN_FIELDS, FieldCipher
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +100,14 @@ class SessionStore:
     def __init__(self, database, config: Mapping[str, Any], metrics: Metrics, *,
                  now: Callable[[], datetime] = utcnow,
                  timer: Callable[[], float] = time.monotonic,
-                 on_turns_expiry: Callable[[str, datetime], None] | None = None):
+                 on_turns_expiry: Callable[[str, datetime], None] | None = None,
+                 coherence: Coherence | None = None, cipher: FieldCipher | None = None):
         options = {"write_concern": write_concern(config),
                    "read_preference": ReadPreference.PRIMARY}
         self.sessions = database.get_collection("sessions", **options)
         self.turns = database.get_collection("turns", **options)
         self.metrics = metrics
+        self.cipher = cipher or FieldCipher()
         self.now = now
         self.expiry = timedelta(days=config["SESSION_EXPIRY_DAYS"])
         self.touch_every = timedelta(seconds=config["SESSION_TOUCH_SECONDS"])
@@ -113,6 +117,17 @@ class SessionStore:
         self.cache = SessionCache(
             config["SESSION_CACHE_SIZE"], config["SESSION_CACHE_TTL"], timer=timer,
             on_hit=metrics.session_cache_hits.inc, on_miss=metrics.session_cache_misses.inc)
+        # The most recent turns of cached games, by game and version: a load
+        # of a game this process knows current reads nothing (dungeon/sessions/changes.py).
+        self.coherence = coherence or Coherence(VERSION)
+        self.turn_cache = TurnCache(config["SESSION_CACHE_SIZE"], config["SESSION_CACHE_TTL"],
+                                    timer=timer)
+        self.keep_turns = max(config["RECENT_TURNS"], config["NARRATOR_CONTEXT_TURNS"])
+        # The embedded store's cost grows with every game it holds (it scans
+        # them all); past this many it says so, once.
+        self.embedded_limit = config["EMBEDDED_MAX_GAMES"] \
+            if self.coherence.mode == LOCAL else None
+        self.embedded_warning: str | None = None
 
     def ensure_indexes(self) -> None:
         """Create the indexes the store relies on; safe to run on every start."""
@@ -150,9 +165,9 @@ class SessionStore:
                     "last_active_at": now, **expiry}
         # The turn goes first: a crash in between leaves an orphan turn that
         # expires, never a game without its opening.
-        self._insert(self.turns, opening)
+        self._insert(self.turns, self._sealed_turn(opening))
         try:
-            self._insert(self.sessions, document)
+            self._insert(self.sessions, self._sealed_session(document))
         except NothingSaved:
             self._quietly("remove an unused opening", self.turns.delete_one,
                           {"_id": opening["_id"]})
@@ -166,7 +181,19 @@ class SessionStore:
             raise AlreadyCommitted(earlier) from None
         self.cache.put(_key(document), document)
         self._cache_size()
+        self._check_embedded_size()
         return document, opening
+
+    def _check_embedded_size(self) -> None:
+        if self.embedded_limit is None or self.embedded_warning is not None:
+            return
+        held = self.sessions.estimated_document_count()
+        if held > self.embedded_limit:
+            self.embedded_warning = (
+                f"the embedded store holds {held} games (more than EMBEDDED_MAX_GAMES="
+                f"{self.embedded_limit}): every query scans them all and a restart loses them; "
+                "set DUNGEON_MONGO_URI to keep games in MongoDB")
+            log.warning(self.embedded_warning)
 
     def _insert(self, collection, document: dict[str, Any]) -> None:
         """Insert ``document``; when the answer is lost, one majority read tells the outcome.
@@ -201,11 +228,11 @@ class SessionStore:
 
     def session_by_key(self, user_id: str, key: str) -> dict[str, Any] | None:
         """Return the game ``user_id`` created with request key ``key``, if any."""
-        return self.sessions.find_one({"user_id": user_id, "request_key": key})
+        return self._session(self.sessions.find_one({"user_id": user_id, "request_key": key}))
 
     def turn_by_key(self, session_id: str, key: str) -> dict[str, Any] | None:
         """Return the turn of ``session_id`` committed with request key ``key``, if any."""
-        return self.turns.find_one({"session_id": session_id, "request_key": key})
+        return self._turn(self.turns.find_one({"session_id": session_id, "request_key": key}))
 
     # --- read -----------------------------------------------------------------
 
@@ -241,7 +268,7 @@ class SessionStore:
 
     def _load_from_db(self, user_id: str, session_id: str) -> dict[str, Any]:
         # One query by both ids: a session is only ever found for its owner.
-        document = self.sessions.find_one({"_id": session_id, "user_id": user_id})
+        document = self._session(self.sessions.find_one({"_id": session_id, "user_id": user_id}))
         if document is None:
             self._explain_miss(user_id, session_id)
         document = self._repair_turn_count(document)
@@ -286,7 +313,35 @@ class SessionStore:
             # repair is written again by the next load.
             log.warning("turn count repair not saved", extra=store_error_fields(exc))
             return {**document, "turn_count": last["n"] + 1, "uncacheable": True}
-        return repaired or document
+        return self._session(repaired) or document
+
+    def recent_for(self, session: Mapping[str, Any], limit: int) -> list[dict[str, Any]] | None:
+        """Return the ``limit`` most recent turns of ``session``, or None if the copy is stale.
+
+        Served from this process's copy when it is known current: at no cost
+        where the cache is coherent, after one read of the game's version by
+        ``_id`` elsewhere.  Otherwise read, and kept if they agree with the
+        session.  None tells the caller its copy of the session is behind
+        (or the game is gone) and must be loaded again.
+        """
+        session_id, version = session["_id"], session["version"]
+        cached = self.turn_cache.get(session_id, version)
+        trusted = self.coherence.trusted()
+        if cached is not None and (trusted or self._version_is(session_id, version)):
+            return cached[-limit:]
+        turns = self.recent_turns(session_id, max(limit, self.keep_turns))
+        if not turns or turns[-1]["n"] != session["turn_count"] - 1:
+            return None
+        self.turn_cache.put(session_id, version, turns)
+        return turns[-limit:]
+
+    def _version_is(self, session_id: str, version: int) -> bool:
+        found = self.sessions.find_one({"_id": session_id}, {"version": 1})
+        return found is not None and found["version"] == version
+
+    def forget_turns(self, session_id: str | None) -> None:
+        """Drop this process's copy of a game's recent turns (of every game with None)."""
+        self.turn_cache.invalidate(session_id)
 
     def recent_turns(self, session_id: str, limit: int,
                      before: int | None = None) -> list[dict[str, Any]]:
@@ -295,7 +350,7 @@ class SessionStore:
         if before is not None:
             query["n"] = {"$lt": before}
         found = list(self.turns.find(query, sort=[("n", DESCENDING)], limit=limit))
-        return found[::-1]
+        return [self._turn(turn) for turn in reversed(found)]
 
     def exists(self, session_id: str) -> bool:
         """Return True if a game with this id exists (for whom does not matter)."""
@@ -303,7 +358,7 @@ class SessionStore:
 
     def turn(self, session_id: str, n: int) -> dict[str, Any] | None:
         """Return turn ``n`` of ``session_id``, or None."""
-        return self.turns.find_one({"session_id": session_id, "n": n})
+        return self._turn(self.turns.find_one({"session_id": session_id, "n": n}))
 
     def list_games(self, user_id: str, limit: int,
                    after: tuple[datetime, str] | None = None) -> list[dict[str, Any]]:
@@ -316,7 +371,7 @@ class SessionStore:
                                       {"last_active_at": active, "_id": {"$lt": session_id}}]}]
         cursor = self.sessions.find(query, sort=[("last_active_at", DESCENDING),
                                                  ("_id", DESCENDING)], limit=limit)
-        return list(cursor)
+        return [self._session(session) for session in cursor]
 
     # --- write ----------------------------------------------------------------
 
@@ -339,7 +394,12 @@ class SessionStore:
                     "request_key": key, "created_at": now,
                     "expires_at": expiry.get("turns_expire_at", session.get("turns_expire_at"))}
         try:
-            self._insert(self.turns, document)
+            self._insert(self.turns, self._sealed_turn(document))
+        except OutcomeUnknown:
+            # The turn may be stored without the session counting it: this
+            # process's copies must not hide it; the next load repairs the count.
+            self.forget_cached(session["user_id"], session["_id"])
+            raise
         except DuplicateKeyError:
             earlier = self.turn_by_key(session["_id"], key)
             if earlier is not None:
@@ -351,7 +411,11 @@ class SessionStore:
             raise SessionConflict() from None
         update = {"$max": {"turn_count": n + 1}, "$inc": {"version": 1},
                   "$set": {"updated_at": now, "last_active_at": now, **expiry}}
-        return self._advance(session, n, update), document
+        advanced = self._advance(session, n, update)
+        # The next load of this version finds its turns here.
+        self.turn_cache.extend(session["_id"], session["version"], advanced["version"],
+                               document, self.keep_turns)
+        return advanced, document
 
     def settle(self, session: dict[str, Any], turn: Mapping[str, Any]) -> dict[str, Any]:
         """Return ``session`` counting the committed ``turn``, repairing the count if it lags."""
@@ -372,12 +436,13 @@ class SessionStore:
                 # the count from going backwards.
                 document = self.sessions.find_one_and_update(
                     guard, update, return_document=ReturnDocument.AFTER)
+            document = self._session(document)
         except PyMongoError as exc:
             # The turn is stored: that is the commit.  The session's count
             # may lag; every load checks it against the turns and repairs it.
             log.warning("session not advanced after turn %s was saved; repaired on next load", n,
                         extra={"session_id": session["_id"], **store_error_fields(exc)})
-            self.cache.invalidate(_key(session))
+            self.forget_cached(session["user_id"], session["_id"])
             return {**session, **update.get("$set", {}),
                     "turn_count": max(session["turn_count"], n + 1)}
         if document is None:
@@ -399,6 +464,7 @@ class SessionStore:
             raise SessionNotFound()
         result = self.sessions.delete_one({"_id": session_id, "user_id": user_id})
         self.cache.invalidate((user_id, session_id))
+        self.turn_cache.invalidate(session_id)
         self._cache_size()
         if result.deleted_count == 0:
             other = self.sessions.find_one({"_id": session_id}, {"user_id": 1})
@@ -414,6 +480,7 @@ class SessionStore:
         """Record a finished image on its turn, unless the turn has moved on to another image."""
         self.turns.update_one({"session_id": session_id, "n": n, "image.id": slot_id},
                               {"$set": {f"image.{k}": v for k, v in image.items()}})
+        self.turn_cache.update_image(session_id, n, slot_id, dict(image))
 
     def set_turn_image(self, session_id: str, n: int, replaced: str | None,
                        image: Mapping[str, Any]) -> None:
@@ -423,8 +490,20 @@ class SessionStore:
         no longer shows ``replaced`` (another retry won, or the game was
         deleted), so the new image's slot is given up.
         """
-        result = self.turns.update_one({"session_id": session_id, "n": n, "image.id": replaced},
-                                       {"$set": {"image": dict(image)}})
+        # Other processes' copies of the game's turns compare versions: the
+        # version moves first, so whatever becomes of the turn's write, no
+        # copy of the old image outlives it (a move without it costs a reload).
+        try:
+            self.sessions.update_one({"_id": session_id}, {"$inc": {"version": 1}})
+        except PyMongoError as exc:
+            raise NothingSaved() from exc  # the turn was not touched
+        try:
+            result = self.turns.update_one(
+                {"session_id": session_id, "n": n, "image.id": replaced},
+                {"$set": {"image": dict(image)}})
+        finally:
+            self.turn_cache.invalidate(session_id)
+            self.cache.invalidate_session(session_id)
         if result.matched_count == 0:
             raise ImageReplaced()
 
@@ -445,9 +524,9 @@ class SessionStore:
             return document
         try:
             expiry = self._expiry_for_turn(now, document)
-            touched = self.sessions.find_one_and_update(
+            touched = self._session(self.sessions.find_one_and_update(
                 {"_id": document["_id"], "user_id": document["user_id"]},
-                {"$set": {"last_active_at": now, **expiry}}, return_document=ReturnDocument.AFTER)
+                {"$set": {"last_active_at": now, **expiry}}, return_document=ReturnDocument.AFTER))
         except PyMongoError as exc:
             log.warning("game expiry not moved", extra={"session_id": document["_id"],
                                                          **store_error_fields(exc)})
@@ -502,11 +581,34 @@ class SessionStore:
         except PyMongoError as exc:
             log.warning("could not %s", what, extra=store_error_fields(exc))
 
+    # --- encryption at rest -----------------------------------------------------
+
+    def _sealed_session(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        return self.cipher.seal_fields(document, SESSION_FIELDS)
+
+    def _sealed_turn(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        return self.cipher.seal_fields(document, TURN_FIELDS)
+
+    def _session(self, document: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return self.cipher.open_fields(document, SESSION_FIELDS)
+
+    def _turn(self, document: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return self.cipher.open_fields(document, TURN_FIELDS)
+
     # --- the cache ------------------------------------------------------------
 
     def forget_cached(self, user_id: str, session_id: str) -> None:
         """Drop this process's copy of a game, so the next load reads the database."""
         self.cache.invalidate((user_id, session_id))
+        self.turn_cache.invalidate(session_id)
+
+    def changed_elsewhere(self, session_id: str | None) -> None:
+        """Drop this process's copies of a game another process changed (all games with None)."""
+        if session_id is None:
+            self.cache.clear()
+        else:
+            self.cache.invalidate_session(session_id)
+        self.turn_cache.invalidate(session_id)
 
     # --- metrics --------------------------------------------------------------
 
