@@ -134,6 +134,8 @@ class UserStore:
         self._unrevoked = _Cache(self.cache_seconds, timer)
         # token id -> True: signed out, which is for good; kept as long as a token lives
         self._revoked = _Cache(config["TOKEN_TTL_HOURS"] * 3600, timer)
+        # user id -> the safety level chose ("" for none), read at most cache_seconds ago
+        self._levels = _Cache(self.cache_seconds, timer)
 
     def ensure_indexes(self) -> None:
         """Create the TTL indexes of signed-out tokens and link codes; safe on every start."""
@@ -166,6 +168,23 @@ class UserStore:
         current = int((document or {}).get("generation", 0))
         self._generations.put(user_id, current, max)
         return current
+
+    def safety_level(self, user_id: str) -> str | None:
+        """Return the safety level ``user_id`` chose, or None for the default (cached)."""
+        cached = self._levels.get(user_id)
+        if cached is not None:
+            return cached or None
+        document = self.users.find_one({"_id": user_id}, {"safety_level": 1}) or {}
+        level = document.get("safety_level")
+        self._levels.put(user_id, level or "")
+        return level
+
+    def set_safety_level(self, user_id: str, level: str) -> None:
+        """Record the safety level ``user_id`` chose (an upsert: safe to retry)."""
+        self.users.update_one({"_id": user_id}, {
+            "$set": {"safety_level": level},
+            "$setOnInsert": {"generation": 0, "created_at": self.now()}}, upsert=True)
+        self._levels.put(user_id, level)
 
     # --- revocation -------------------------------------------------------------
 

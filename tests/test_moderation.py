@@ -148,3 +148,29 @@ def test_openai_text_moderation_needs_a_key():
 
     with pytest.raises(ConfigError, match="TEXT_MODERATION"):
         TextModerator({**defaults(), "TEXT_MODERATION": "openai"})
+
+
+def test_each_player_chooses_their_safety_level(make_app, requests_mock):
+    requests_mock.post(MODERATIONS, json={"results": [_result(violence=True)]})
+    client = _openai_app(make_app, SAFETY_LEVEL="moderate").test_client()
+    careful, other = guest_headers(client), guest_headers(client)
+    me = client.get("/api/auth/me", headers=careful).json
+    assert me["safety_level"] == "moderate" and me["safety_level_chosen"] is False
+    chosen = client.patch("/api/auth/me", json={"safety_level": "strict"}, headers=careful)
+    assert chosen.status_code == 200 and chosen.json["safety_level"] == "strict"
+    body = {**GAME, "custom_prologue": "A duel with swords."}
+    assert client.post("/api/games", json=body, headers=careful).status_code == 422
+    assert client.post("/api/games", json=body, headers=other).status_code == 201
+    bad = client.patch("/api/auth/me", json={"safety_level": "anything"}, headers=careful)
+    assert_error_shape(bad, 422, "validation_failed")
+
+
+def test_a_mature_player_s_scenes_ask_for_low_image_moderation(make_app):
+    app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    client = app.test_client()
+    auth = guest_headers(client)
+    client.patch("/api/auth/me", json={"safety_level": "mature"}, headers=auth)
+    created = client.post("/api/games", json=GAME, headers=auth).json
+    slot = app.extensions["dungeon"].db["image_slots"].find_one(
+        {"_id": created["turns"][0]["image"]["id"]})
+    assert slot["request"]["moderation"] == "low"

@@ -17,10 +17,10 @@ from flask import g, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from .. import logs
-from ..auth import require_claims
+from ..auth import require_claims, require_user
 from ..errors import TokenRevoked
 from ..state import get_state
-from .schemas import Guest, LinkCode, LinkedToken, RedeemLink, _iso
+from .schemas import Guest, LinkCode, LinkedToken, Me, MeUpdate, RedeemLink, _iso
 from .views import responses
 
 bp = APIBlueprint("auth", __name__, url_prefix="/api/auth",
@@ -106,6 +106,27 @@ def redeem_link(body: RedeemLink):
     state.users.issued(user_id, issued["token_id"], generation)
     _bind(user_id)
     return _token_answer(issued), 201
+
+
+@bp.get("/me", responses=responses({200: Me}, 401, 503), security=BEARER)
+def get_me():
+    """Show the signed-in user and their safety level."""
+    return _me(require_user(get_state().signer))
+
+
+@bp.patch("/me", responses=responses({200: Me}, 400, 401, 422, 503), security=BEARER)
+def update_me(body: MeUpdate):
+    """Choose the safety level: what the story may hold, from strict to mature."""
+    user_id = require_user(get_state().signer)
+    get_state().users.set_safety_level(user_id, body.safety_level)
+    return _me(user_id)
+
+
+def _me(user_id: str) -> dict[str, Any]:
+    state = get_state()
+    chosen = state.users.safety_level(user_id)
+    return {"user_id": user_id, "safety_level": chosen or state.config["SAFETY_LEVEL"],
+            "safety_level_chosen": chosen is not None}
 
 
 def _bind(user_id: str) -> None:

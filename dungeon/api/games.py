@@ -81,7 +81,7 @@ def create_game(body: NewGame, query: Waiting, header: IdempotencyHeader):
 
     def run(key: str, settle: bool) -> Committed:
         return _engine().create(g.user_id, body.genre, body.style, key, body.title,
-                                body.custom_prologue, settle)
+                                body.custom_prologue, settle, _safety())
 
     def answer(committed: Committed):
         _maybe_wait(query, committed.turns)
@@ -120,7 +120,7 @@ def take_action(path: GamePath, body: Action, query: Waiting, header: Idempotenc
     """Play the player's action as the next turn."""
 
     def run(key: str, settle: bool) -> Committed:
-        return _engine().act(g.user_id, path.session_id, body.action, key, settle)
+        return _engine().act(g.user_id, path.session_id, body.action, key, settle, _safety())
 
     return _idempotent(f"take_action:{path.session_id}", body.model_dump(), header, "actions",
                        run, _turn_answer(query, 201))
@@ -154,6 +154,11 @@ def delete_game(path: GamePath):
 
 def _engine():
     return get_state().game
+
+
+def _safety() -> str | None:
+    """The safety level the player chose (None: the service's default)."""
+    return get_state().users.safety_level(g.user_id)
 
 
 def _idempotent(route: str, body: dict[str, Any], header: IdempotencyHeader, limit: str,

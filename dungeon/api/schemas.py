@@ -413,3 +413,20 @@ class RedeemLink(Strict):
 
 class LinkedToken(Guest):
     """A bearer token on this device for the user who made the link code: the same saved games."""
+
+
+class Me(BaseModel):
+    """The signed-in user and their settings."""
+
+    user_id: str
+    safety_level: Literal["strict", "moderate", "mature"] = Field(
+        description="What the story may hold: strict refuses the most, mature the least "
+                    "(never sexual content with minors). Also sets how strictly pictures are "
+                    "moderated.")
+    safety_level_chosen: bool = Field(description="False while the service's default applies.")
+
+
+class MeUpdate(Strict):
+    """Settings the user changes."""
+
+    safety_level: Literal["strict", "moderate", "mature"]
