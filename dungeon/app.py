@@ -26,6 +26,7 @@ from .images.store import GridFSImageStore
 from .moderation import TextModerator
 from .plugins import collect, make_plugin_manager
 from .ratelimit import RateLimiter
+from .sessions.cards import CardStore
 from .sessions.changes import LOCAL, VERSION, WATCH, ChangeFeed, Coherence
 from .sessions.crypto import FieldCipher, Keyring
 from .sessions.idempotency import IdempotencyStore
@@ -181,12 +182,14 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     images = ImageService(providers, config, image_store, app_metrics, **image_options)
     _warn_retiring(images)
     jobs: ImageJobs | None = None
+    cards: CardStore | None = None
     coherence = Coherence(_coherence_mode(config, mongo_client))
     cipher = FieldCipher.from_config(config)
     sessions = SessionStore(database, config, app_metrics, **{"coherence": coherence,
                                                               "cipher": cipher,
                                                               **store_options},
-                            on_turns_expiry=lambda session_id, when: jobs.extend(session_id, when))
+                            on_turns_expiry=lambda session_id, when: (
+                                jobs.extend(session_id, when), cards.extend(session_id, when)))
     if coherence.mode == WATCH:
         ChangeFeed(coherence, database.watch, on_session=sessions.changed_elsewhere,
                    on_turns=sessions.changed_elsewhere,
@@ -201,8 +204,9 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
                             config["IDEMPOTENCY_HOURS"], config["IDEMPOTENCY_LEASE_SECONDS"],
                             sessions.now)
     users = UserStore(database, config, write_concern=concern, **auth_options)
+    cards = CardStore(database, cipher, sessions.now, write_concern=concern)
     keyring = Keyring(cipher, database.get_collection("keyring", write_concern=concern))
-    indexes = db.IndexSetup((keyring, sessions, jobs, keys, image_store, users))
+    indexes = db.IndexSetup((keyring, sessions, jobs, keys, image_store, users, cards))
     indexes.ensure()  # a store that is down now is retried before writes and by /readyz
     if indexes.fatal is not None:  # keys that cannot read the saved games: refuse to start
         raise indexes.fatal
@@ -211,7 +215,7 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
         metrics=app_metrics, db=database, indexes=indexes, image_store=image_store,
         images=images, sessions=sessions, jobs=jobs, idempotency=keys,
         game=GameEngine(sessions, narrator, jobs, app_metrics, config,
-                        TextModerator(config)),
+                        TextModerator(config), cards),
         signer=TokenSigner(config, revocations=users), limiter=_limiter(config, app_metrics),
         users=users)
 

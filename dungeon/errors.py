@@ -439,7 +439,7 @@ def validation_error_response(exc: ValidationError) -> Response:
         error: DungeonError = BadRequest(
             "The body must be a JSON object (Content-Type: application/json).")
     else:
-        fields = {_field_name(e, location): _reason(e) for e in exc.errors()}
+        fields = dict(_field_and_reason(e, location) for e in exc.errors())
         names = ", ".join(fields)
         message = {"body": "The request body is not valid.",
                    "query": f"The query parameter {names} is not valid.",
@@ -458,6 +458,15 @@ def _json_or_none() -> Any:
         return request.get_json(silent=True)
     except RecursionError:
         return None
+
+
+def _field_and_reason(error: Mapping[str, Any], location: str) -> tuple[str, str]:
+    reason = _reason(error)
+    # A rule across fields (a model validator) names its field: "action: is required".
+    named = re.fullmatch(r"(\w+): (.+)", reason) if not error.get("loc") else None
+    if named:
+        return named.group(1), named.group(2)
+    return _field_name(error, location), reason
 
 
 def _field_name(error: Mapping[str, Any], location: str) -> str:

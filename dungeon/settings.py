@@ -285,6 +285,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NARRATOR_CONTEXT_TURNS", 8, "int",
             "Recent turns given to the narrator as context.", minimum=0),
     # --- OpenAI (also read unprefixed, as the OpenAI ecosystem does) ---
+    Setting("NARRATOR_CONTEXT_CHARS", 6000, "int",
+            "Budget of the narrator's context in characters: story memory, triggered cards, "
+            "summary, recent turns and the action; the oldest turns go first past it.",
+            minimum=1500),
+    Setting("SUMMARY_EVERY", 5, "int",
+            "Turns between two refreshes of a game's running summary (what happened before "
+            "the recent turns the narrator sees).", minimum=1),
     Setting("OPENAI_API_KEY", None, "str", "OpenAI API key (also read from `OPENAI_API_KEY`).",
             secret=True),
     Setting("OPENAI_BASE_URL", "https://api.openai.com/v1", "str",

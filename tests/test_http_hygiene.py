@@ -50,6 +50,9 @@ def world(client):
             "slot": game["turns"][0]["image"]["id"], "image": made["image"]["id"]}
 
 
+CARD = {"title": "The keeper", "keys": ["keeper"], "text": "He lies about the key."}
+
+
 def requests_for(world, client):
     """One request per (rule, method) of the url map: {(rule, method): (url, options)}."""
     auth, sid = world["auth"], world["session_id"]
@@ -86,6 +89,16 @@ def requests_for(world, client):
         ("/api/games/<session_id>/turns/<int:n>/image", "POST"): (
             f"/api/games/{sid}/turns/0/image", {"headers": auth}),
         ("/api/games/<session_id>", "DELETE"): (f"/api/games/{sid}", {"headers": auth}),
+        ("/api/games/<session_id>", "PATCH"): (f"/api/games/{sid}", {
+            "headers": auth, "json": {"authors_note": "Keep it eerie."}}),
+        ("/api/games/<session_id>/cards", "GET"): (f"/api/games/{sid}/cards",
+                                                   {"headers": auth}),
+        ("/api/games/<session_id>/cards", "POST"): (f"/api/games/{sid}/cards", {
+            "headers": auth, "json": CARD}),
+        ("/api/games/<session_id>/cards/<card_id>", "PUT"): (
+            f"/api/games/{sid}/cards/c_missing", {"headers": auth, "json": CARD}),
+        ("/api/games/<session_id>/cards/<card_id>", "DELETE"): (
+            f"/api/games/{sid}/cards/c_missing", {"headers": auth}),
         ("/api/images", "POST"): ("/api/images", {"headers": auth,
                                                   "json": {"prompt": "a door", **GAME}}),
         ("/api/images/<image_id>", "GET"): (f"/api/images/{world['image']}", {}),
@@ -98,7 +111,9 @@ def test_every_route_answers_with_the_safety_headers(app, client, world):
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == set(table), "a route without a request here: add one"
     seen = []
-    for (rule, method), (url, options) in sorted(table.items(), key=lambda kv: kv[0][1] != "GET"):
+    last = ("/api/games/<session_id>", "DELETE")  # the game goes after every other request
+    for (rule, method), (url, options) in sorted(
+            table.items(), key=lambda kv: (kv[0][1] != "GET", kv[0] == last)):
         response = client.open(url, method=method, **options)
         seen.append((rule, method, response.status_code))
         headers = response.headers
@@ -109,7 +124,8 @@ def test_every_route_answers_with_the_safety_headers(app, client, world):
             assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY, rule
     # Not only errors: every request but the missing file reached its route.
     assert [(rule, status) for rule, _, status in seen if status >= 400] == [
-        ("/api/static/<path:filename>", 404)], seen
+        ("/api/static/<path:filename>", 404),
+        ("/api/games/<session_id>/cards/<card_id>", 404)], seen  # no such card, on purpose
 
 
 def test_pages_and_images_keep_their_own_policies(client, world):

@@ -17,16 +17,22 @@ from pymongo.errors import PyMongoError
 from .. import logs
 from ..auth import require_user
 from ..errors import ValidationFailed, known_not_committed, store_error_fields
-from ..game.engine import Committed
+from ..game.engine import Committed, GameStart
 from ..sessions.idempotency import fingerprint, request_key
 from ..state import get_state
 from .schemas import (
     Action,
+    CardAnswer,
+    CardBody,
+    CardPath,
+    Cards,
     GameCreated,
     GameList,
     GameLoaded,
+    GameOnly,
     GamePath,
     Games,
+    GameUpdate,
     IdempotencyHeader,
     NewGame,
     TurnList,
@@ -36,7 +42,7 @@ from .schemas import (
     Turns,
     Waiting,
 )
-from .views import game_json, may_wait, responses, turn_json
+from .views import card_json, game_json, may_wait, responses, turn_json
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("games", __name__, url_prefix="/api/games",
@@ -79,9 +85,11 @@ def create_game(body: NewGame, query: Waiting, header: IdempotencyHeader):
     """
     fields = body.model_dump(exclude_none=True)
 
+    start = GameStart(body.genre, body.style, body.title, body.custom_prologue,
+                      body.plot_essentials, body.authors_note, body.image_mode or "every_turn")
+
     def run(key: str, settle: bool) -> Committed:
-        return _engine().create(g.user_id, body.genre, body.style, key, body.title,
-                                body.custom_prologue, settle, _safety())
+        return _engine().create(g.user_id, start, key, settle, _safety())
 
     def answer(committed: Committed):
         _maybe_wait(query, committed.turns)
@@ -117,12 +125,16 @@ def get_turns(path: GamePath, query: TurnList):
 
 @bp.post("/<session_id>/actions", responses=responses({201: TurnPlayed}, *WRITE))
 def take_action(path: GamePath, body: Action, query: Waiting, header: IdempotencyHeader):
-    """Play the player's action as the next turn."""
+    """Play the player's action as the next turn, in its mode (`do` unless said otherwise)."""
 
     def run(key: str, settle: bool) -> Committed:
-        return _engine().act(g.user_id, path.session_id, body.action, key, settle, _safety())
+        return _engine().act(g.user_id, path.session_id, body.action, key, settle, _safety(),
+                             body.mode)
 
-    return _idempotent(f"take_action:{path.session_id}", body.model_dump(), header, "actions",
+    fields = body.model_dump(exclude_none=True)
+    if fields.get("mode") == "do":
+        del fields["mode"]  # a retry from a client that never sent a mode is the same request
+    return _idempotent(f"take_action:{path.session_id}", fields, header, "actions",
                        run, _turn_answer(query, 201))
 
 
@@ -141,6 +153,49 @@ def retry_turn_image(path: TurnPath, query: Waiting, header: IdempotencyHeader):
 
     return _idempotent(f"retry_turn_image:{path.session_id}:{path.n}", {}, header, "images",
                        run, answer)
+
+
+@bp.patch("/<session_id>", responses=responses({200: GameOnly}, *COMMON, 400, 404))
+def update_game(path: GamePath, body: GameUpdate, header: IdempotencyHeader):
+    """Change a game's title, story memory (plot essentials, author's note) or image mode.
+
+    A field left out is kept; `clear` empties memory fields.  Applying the
+    same change twice leaves the game as once, so a retry is safe.
+    """
+    changes = body.model_dump(exclude_none=True, exclude={"clear"})
+    game = _engine().update(g.user_id, path.session_id, changes, body.clear, _safety())
+    return {"game": game_json(game)}
+
+
+@bp.get("/<session_id>/cards", responses=responses({200: Cards}, *COMMON, 404))
+def list_cards(path: GamePath):
+    """List the game's story cards."""
+    return {"cards": [card_json(c) for c in _engine().list_cards(g.user_id, path.session_id)]}
+
+
+@bp.post("/<session_id>/cards", responses=responses({201: CardAnswer}, *WRITE))
+def create_card(path: GamePath, body: CardBody, header: IdempotencyHeader):
+    """Add a story card (at most 50 a game); a retry with its Idempotency-Key gets the same card."""
+    key = header.idempotency_key or request_key()
+    card, replayed = _engine().add_card(g.user_id, path.session_id, body.model_dump(),
+                                        f"{key}:{fingerprint('create_card', body.model_dump())}",
+                                        _safety())
+    return {"card": card_json(card)}, 201, ({"Idempotent-Replayed": "true"} if replayed else {})
+
+
+@bp.put("/<session_id>/cards/<card_id>", responses=responses({200: CardAnswer}, *WRITE))
+def update_card(path: CardPath, body: CardBody, header: IdempotencyHeader):
+    """Replace a story card's title, keys and text (a retry is safe: the same change again)."""
+    card = _engine().change_card(g.user_id, path.session_id, path.card_id, body.model_dump(),
+                                 _safety())
+    return {"card": card_json(card)}
+
+
+@bp.delete("/<session_id>/cards/<card_id>", responses=responses({204: None}, *COMMON, 404))
+def delete_card(path: CardPath, header: IdempotencyHeader):
+    """Delete a story card (deleting one already gone answers 204 too)."""
+    _engine().remove_card(g.user_id, path.session_id, path.card_id)
+    return "", 204
 
 
 @bp.delete("/<session_id>", responses=responses({204: None}, *COMMON, 404))

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    model_validator,
 )
 
 from .. import catalog
@@ -134,6 +135,17 @@ class Strict(BaseModel):
 
 # --- requests -----------------------------------------------------------------------
 
+ImageMode = Literal["every_turn", "on_demand", "off"]
+Mode = Literal["do", "say", "story", "continue", "see"]
+PLOT_ESSENTIALS = Field(None, description="Always in the narrator's context: what the story "
+                                          "must keep (at most 1000 characters).")
+AUTHORS_NOTE = Field(None, description="Style or direction for the narrator, placed near the end "
+                                       "of its context (at most 300 characters).")
+IMAGE_MODE = Field(None, description="`every_turn` (default): each turn gets a picture; "
+                                     "`on_demand`: only `see` turns and explicit requests; "
+                                     "`off`: none (a turn shows `image: null`).")
+
+
 class NewGame(Strict):
     """Start an adventure in a genre and an art style, optionally with its opening passage."""
 
@@ -143,12 +155,82 @@ class NewGame(Strict):
     custom_prologue: _text(4000, multiline=True) | None = Field(
         None, description="The opening passage, word for word; without it the narrator writes "
                           "one.")
+    plot_essentials: _text(1000, multiline=True) | None = PLOT_ESSENTIALS
+    authors_note: _text(300, multiline=True) | None = AUTHORS_NOTE
+    image_mode: ImageMode | None = IMAGE_MODE
+
+
+class GameUpdate(Strict):
+    """Change a game's title, story memory or image mode; a field left out is kept."""
+
+    title: _text(80) | None = None
+    plot_essentials: _text(1000, multiline=True) | None = PLOT_ESSENTIALS
+    authors_note: _text(300, multiline=True) | None = AUTHORS_NOTE
+    image_mode: ImageMode | None = IMAGE_MODE
+    clear: list[Literal["plot_essentials", "authors_note"]] = Field(
+        default_factory=list, max_length=2, description="Memory fields to empty.")
 
 
 class Action(Strict):
-    """What the player does next, in their own words."""
+    """What the player does next, in their own words, and how it is meant.
 
-    action: _text(500)
+    ``do`` (default): an action ("open the door" is played as "You open the
+    door"); ``say``: words spoken aloud; ``story``: narration the player
+    writes, which the narrator continues; ``continue``: no text, the
+    narrator writes on; ``see``: no narration, a picture of what the text
+    describes (or of the current scene when it is empty), as a turn of its own.
+    """
+
+    # The rule below, published: clients and generated tests see it too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["action"], "properties": {
+            "action": {"type": "string"}, "mode": {"enum": ["do", "say", "story"]}}},
+        {"required": ["mode"], "properties": {"mode": {"const": "see"}}},
+        {"required": ["mode"], "properties": {"mode": {"const": "continue"},
+                                              "action": {"type": "null"}}}]})
+
+    action: _text(500) | None = None
+    mode: Mode = "do"
+
+    @model_validator(mode="after")
+    def _text_when_the_mode_needs_it(self):
+        if self.action is None and self.mode in ("do", "say", "story"):
+            raise ValueError(f"action: is required in mode {self.mode}")
+        if self.action is not None and self.mode == "continue":
+            raise ValueError("action: must be left out in mode continue")
+        return self
+
+
+class CardBody(Strict):
+    """A story card: given to the narrator when one of its keys appears in play."""
+
+    title: _text(80)
+    keys: list[_text(40)] = Field(min_length=1, max_length=20,
+                                  description="Trigger words or phrases (any case).")
+    text: _text(1000, multiline=True)
+
+
+class Card(BaseModel):
+    """A story card."""
+
+    id: str
+    title: str
+    keys: list[str]
+    text: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class CardAnswer(BaseModel):
+    """The card as it now is."""
+
+    card: Card
+
+
+class Cards(BaseModel):
+    """A game's story cards, oldest first."""
+
+    cards: list[Card]
 
 
 class ImageAsk(Strict):
@@ -171,6 +253,12 @@ class TurnPath(GamePath):
     """A turn of a game, by number (0 is the opening)."""
 
     n: int = Field(ge=0, description="The turn's number; 0 is the opening.")
+
+
+class CardPath(GamePath):
+    """A story card of a game."""
+
+    card_id: str
 
 
 class ImagePath(BaseModel):
@@ -283,7 +371,9 @@ class Turn(BaseModel):
 
     n: int
     action: str | None
-    narration: str = Field(description="Exactly as it was first written.")
+    mode: Mode = Field(description="How the action was meant.")
+    narration: str = Field(description="Exactly as it was first written (a `see` turn's "
+                                       "caption).")
     image: Image | None
     created_at: Timestamp
 
@@ -302,6 +392,15 @@ class Game(BaseModel):
     updated_at: Timestamp
     expires_at: Timestamp | None = Field(description="When it is deleted unless played; "
                                                      "null: never.")
+    plot_essentials: str | None
+    authors_note: str | None
+    image_mode: ImageMode
+
+
+class GameOnly(BaseModel):
+    """The game as it now is."""
+
+    game: Game
 
 
 class GameCreated(BaseModel):

@@ -34,15 +34,26 @@ def game_json(session: Mapping[str, Any]) -> dict[str, Any]:
             "style": session["style"], "status": session["status"],
             "turn_count": session["turn_count"], "version": session["version"],
             "created_at": _iso(session["created_at"]), "updated_at": _iso(session["updated_at"]),
-            "expires_at": _iso(session.get("expires_at"))}
+            "expires_at": _iso(session.get("expires_at")),
+            "plot_essentials": session.get("plot_essentials"),
+            "authors_note": session.get("authors_note"),
+            "image_mode": session.get("image_mode") or "every_turn"}
 
 
 def turn_json(turn: Mapping[str, Any]) -> dict[str, Any]:
     """Return the client's view of a turn; the narration exactly as it was saved."""
     image = turn.get("image")
-    return {"n": turn["n"], "action": turn.get("action"), "narration": turn["narration"],
+    return {"n": turn["n"], "action": turn.get("action"), "mode": turn.get("mode") or "do",
+            "narration": turn["narration"],
             "image": image_json(image) if image else None,
             "created_at": _iso(turn["created_at"])}
+
+
+def card_json(card: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the client's view of a story card."""
+    return {"id": card["_id"], "title": card["title"], "keys": list(card["keys"]),
+            "text": card["text"], "created_at": _iso(card["created_at"]),
+            "updated_at": _iso(card["updated_at"])}
 
 
 def may_wait() -> bool:

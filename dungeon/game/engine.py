@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +28,39 @@ from ..images.jobs import ImageJobs, turn_image
 from ..images.types import ImageRequest
 from ..metrics import Metrics
 from ..moderation import TextModerator, image_moderation
-from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn
+from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn, StoryCard
+from ..sessions.cards import CardStore, triggered
 from ..sessions.store import AlreadyCommitted, SessionStore, new_session_id
+from .context import fit, local_summary
 
 log = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 5
+CUE_TURNS = 2  # recent turns whose words can bring a story card into play
+IMAGE_MODES = ("every_turn", "on_demand", "off")
+
+
+@dataclass(frozen=True)
+class GameStart:
+    """What a new game starts from: its world, and what the player wrote for it."""
+
+    genre: str
+    style: str
+    title: str | None = None
+    prologue: str | None = None
+    plot_essentials: str | None = None
+    authors_note: str | None = None
+    image_mode: str = "every_turn"
+
+    def written(self) -> dict[str, str | None]:
+        """Every text the player wrote, by field, for moderation."""
+        return {"title": self.title, "custom_prologue": self.prologue,
+                "plot_essentials": self.plot_essentials, "authors_note": self.authors_note}
+
+    def memory(self) -> dict[str, str]:
+        """The story memory the game keeps."""
+        return {name: value for name, value in (("plot_essentials", self.plot_essentials),
+                                                ("authors_note", self.authors_note)) if value}
 MAX_TURN = 10**9  # beyond any real game, and within what MongoDB integers hold
 
 
@@ -66,42 +93,45 @@ class GameEngine:
     """
 
     def __init__(self, store: SessionStore, narrator: Narrator, jobs: ImageJobs,
-                 metrics: Metrics, config: Mapping[str, Any], moderator: TextModerator):
+                 metrics: Metrics, config: Mapping[str, Any], moderator: TextModerator,
+                 cards: CardStore):
         self.store, self.narrator, self.jobs, self.metrics = store, narrator, jobs, metrics
         self.moderator = moderator
         self.recent = config["RECENT_TURNS"]
         self.context_turns = config["NARRATOR_CONTEXT_TURNS"]
+        self.context_chars = config["NARRATOR_CONTEXT_CHARS"]
+        self.summary_every = config["SUMMARY_EVERY"]
+        self.cards = cards
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = \
             weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
 
     # --- playing --------------------------------------------------------------
 
-    def create(self, user_id: str, genre: str, style: str, key: str, title: str | None = None,
-               prologue: str | None = None, settle: bool = False,
+    def create(self, user_id: str, start: GameStart, key: str, settle: bool = False,
                safety: str | None = None) -> Committed:
         """Start a game; a custom prologue is its opening, else the narrator writes one.
 
         What the player wrote is moderated at their ``safety`` level first.
         """
-        self.moderator.check({"title": title, "custom_prologue": prologue}, safety)
+        self.moderator.check(start.written(), safety)
         if settle:
             earlier = self.store.session_by_key(user_id, key)
             if earlier is not None:
                 return self.committed(user_id, earlier["_id"], 0, replayed=True)
         session_id, seed = new_session_id(), secrets.randbits(31)
-        title = title or f"A {GENRES[genre]['title']} Adventure"
-        if prologue:
-            opening = Narration(prologue, prologue[:400])
+        title = start.title or f"A {GENRES[start.genre]['title']} Adventure"
+        session = {"_id": session_id, "user_id": user_id, "title": title,
+                   "genre": start.genre, "style": start.style, "seed": seed,
+                   "image_mode": start.image_mode, **start.memory()}
+        if start.prologue:
+            opening = Narration(start.prologue, start.prologue[:400])
         else:
-            opening = self._narrate(NarrationContext(genre, style, title, seed, 0))
-        session = {"_id": session_id, "user_id": user_id, "title": title, "genre": genre,
-                   "style": style, "seed": seed}
-        request = ImageRequest(opening.image_prompt, genre, style,
-                               moderation=image_moderation(safety))
+            opening = self._narrate(self._context(session, [], None, "do", turn=0))
         try:
-            with self.jobs.for_turn(session_id, 0, request, self.store.turns_expiry()) as slot:
-                session, turn = self.store.create(session, _turn(None, opening, slot), key)
+            session, turn = self._commit(
+                session, 0, None, opening, "do", safety,
+                lambda turn: self.store.create(session, turn, key))
         except AlreadyCommitted as exc:
             return self.committed(user_id, exc.document["_id"], 0, replayed=True)
         except Exception:
@@ -111,9 +141,13 @@ class GameEngine:
         log.info("game created", extra={"session_id": session_id, "user_id": user_id})
         return Committed(session, [turn])
 
-    def act(self, user_id: str, session_id: str, action: str, key: str,
-            settle: bool = False, safety: str | None = None) -> Committed:
-        """Play ``action`` as the next turn; retried from fresh state if a stale copy lost."""
+    def act(self, user_id: str, session_id: str, action: str | None, key: str,
+            settle: bool = False, safety: str | None = None, mode: str = "do") -> Committed:
+        """Play ``action`` in ``mode`` as the next turn; replayed from fresh state after a conflict.
+
+        ``see`` makes a picture of what ``action`` describes (or of the
+        current scene when it is None) as a turn of its own, with no narration.
+        """
         self.moderator.check({"action": action}, safety)
         with self._session_lock(session_id):
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -121,7 +155,7 @@ class GameEngine:
                 earlier = self.store.turn_by_key(session_id, key) if settle else None
                 if earlier is None:
                     try:
-                        return self._play(session, action, key, safety)
+                        return self._play(session, action, key, safety, mode)
                     except SessionConflict:
                         # Nothing was written: the store dropped its stale
                         # copy, so the next attempt narrates from the real
@@ -134,23 +168,72 @@ class GameEngine:
                 return Committed(self.store.settle(session, earlier), [earlier], replayed=True)
         raise AssertionError("unreachable")
 
-    def _play(self, session: dict[str, Any], action: str, key: str,
-              safety: str | None = None) -> Committed:
+    def _play(self, session: dict[str, Any], action: str | None, key: str,
+              safety: str | None, mode: str) -> Committed:
         history = self.store.recent_for(session, self.context_turns)
         if history is None:  # a stale copy: its commit would lose the turn number anyway
             self.store.forget_cached(session["user_id"], session["_id"])
             raise SessionConflict()
-        context = NarrationContext(
-            session["genre"], session["style"], session["title"], session["seed"],
-            session["turn_count"], action,
-            [PastTurn(t.get("action"), t["narration"]) for t in history])
-        narration = self._narrate(context)
+        if mode == "see":
+            narration = _seen(action, history)
+        else:
+            narration = self._narrate(self._context(session, history, action, mode))
+        n = session["turn_count"]
+        session, turn = self._commit(
+            session, n, action, narration, mode, safety,
+            lambda turn: self.store.commit_turn(session, turn, key))
+        self._refresh_summary(session)
+        return Committed(session, [turn])
+
+    def _commit(self, session: Mapping[str, Any], n: int, action: str | None,
+                narration: Narration, mode: str, safety: str | None,
+                save: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]):
+        """Save turn ``n`` with ``save``, with its image when the game's image mode wants one."""
+        turn = {"action": action, "mode": mode, "narration": narration.narration,
+                "image_prompt": narration.image_prompt, "image": None}
+        if not _makes_image(session.get("image_mode"), mode):
+            return save(turn)
         request = ImageRequest(narration.image_prompt, session["genre"], session["style"],
                                moderation=image_moderation(safety))
-        with self.jobs.for_turn(session["_id"], session["turn_count"], request,
-                                self.store.turns_expiry()) as slot:
-            session, turn = self.store.commit_turn(session, _turn(action, narration, slot), key)
-        return Committed(session, [turn])
+        with self.jobs.for_turn(session["_id"], n, request, self.store.turns_expiry()) as slot:
+            return save({**turn, "image": turn_image(slot)})
+
+    def _context(self, session: Mapping[str, Any], history: list[Mapping[str, Any]],
+                 action: str | None, mode: str, turn: int | None = None) -> NarrationContext:
+        """Return the narrator's context: the story memory and the recent turns, within budget."""
+        past = [PastTurn(t.get("action"), t["narration"]) for t in history]
+        cards = self.cards.list(session["_id"]) if session.get("turn_count") else []
+        cue = [action or ""] + [t.narration for t in past[-CUE_TURNS:]] + \
+            [t.action or "" for t in past[-CUE_TURNS:]]
+        chosen = [StoryCard(c["title"], tuple(c["keys"]), c["text"])
+                  for c in triggered(cards, cue)]
+        context = NarrationContext(
+            session["genre"], session["style"], session["title"], session["seed"],
+            session.get("turn_count", 0) if turn is None else turn, action, past, mode,
+            session.get("plot_essentials"), session.get("authors_note"), chosen,
+            session.get("summary"))
+        return fit(context, self.context_chars)
+
+    def _refresh_summary(self, session: Mapping[str, Any]) -> None:
+        """Bring the running summary up to the turns just before the narrator's window.
+
+        Every ``SUMMARY_EVERY`` turns, by the narrator when it can summarise,
+        else locally.  Best effort: a failure keeps the old summary.
+        """
+        window_start = session["turn_count"] - self.context_turns
+        through = session.get("summary_through")
+        done = -1 if through is None else through
+        if window_start - 1 - done < self.summary_every:
+            return
+        try:
+            turns = [t for t in self.store.recent_turns(session["_id"], window_start - 1 - done,
+                                                        before=window_start)]
+            past = [PastTurn(t.get("action"), t["narration"]) for t in turns]
+            summarize = getattr(self.narrator, "summarize", None) or local_summary
+            summary = summarize(session.get("summary"), past)
+            self.store.set_summary(session, summary, window_start - 1)
+        except (NarratorUnavailable, PyMongoError, StoreUnavailable) as exc:
+            log.warning("story summary not refreshed", extra=store_error_fields(exc))
 
     def _narrate(self, context: NarrationContext) -> Narration:
         started, name = time.perf_counter(), self.narrator.name
@@ -259,18 +342,21 @@ class GameEngine:
         return self.store.list_games(user_id, limit, after)
 
     def delete(self, user_id: str, session_id: str) -> None:
-        """Delete a game, its turns and its images; a retry finishes an interrupted delete."""
+        """Delete a game, its turns, cards and images; a retry finishes an interrupted delete."""
         found = self.store.delete(user_id, session_id)
         self.jobs.forget(session_id)
+        self.cards.forget(session_id)
         if not found:
             raise SessionNotFound()
 
     def retry_image(self, user_id: str, session_id: str, n: int, key: str,
                     settle: bool = False) -> Committed:
-        """Ask again for the image of turn ``n`` when it ended as a placeholder.
+        """Make turn ``n``'s image again when it ended as a placeholder, or at all if it has none.
 
-        The new image carries ``key``, so a retry of this request that finds
-        it answers it rather than asking again.
+        A turn keeps its image prompt, so any turn can have its picture made
+        later (a game whose image mode is ``on_demand`` or ``off``).  The new
+        image carries ``key``, so a retry of this request that finds it
+        answers it rather than asking again.
         """
         session = self._current(user_id, session_id)
         turn = self._image_now(session, self._turn(session, n))
@@ -279,13 +365,50 @@ class GameEngine:
             return Committed(session, [turn], replayed=True)  # the earlier attempt's image
         if image.get("status") == "pending":
             raise Conflict("This turn's image is still being made.")
-        if not image.get("placeholder"):
+        if image and not image.get("placeholder"):
             raise Conflict("This turn already has its image.")
         request = ImageRequest(_image_prompt(turn), session["genre"], session["style"])
         with self.jobs.for_turn(session_id, n, request, turn.get("expires_at")) as slot:
             fresh = {**turn_image(slot), "request_key": key}
             self.store.set_turn_image(session_id, n, image.get("id"), fresh)
         return Committed(session, [{**turn, "image": fresh}])
+
+    # --- story memory and cards ---------------------------------------------------
+
+    def update(self, user_id: str, session_id: str, changes: Mapping[str, Any],
+               cleared: list[str], safety: str | None = None) -> dict[str, Any]:
+        """Change a game's title, story memory or image mode (moderated first)."""
+        self.moderator.check({k: changes.get(k) for k in ("title", "plot_essentials",
+                                                          "authors_note")}, safety)
+        return self.store.update_game(user_id, session_id, changes, cleared)
+
+    def list_cards(self, user_id: str, session_id: str) -> list[dict[str, Any]]:
+        """Return the game's story cards."""
+        self.store.load(user_id, session_id)
+        return self.cards.list(session_id)
+
+    def add_card(self, user_id: str, session_id: str, card: Mapping[str, Any], key: str,
+                 safety: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Add a story card (moderated first); return it and whether it was there already."""
+        self._check_card(card, safety)
+        self.store.load(user_id, session_id)
+        return self.cards.create(session_id, card, key, self.store.turns_expiry())
+
+    def change_card(self, user_id: str, session_id: str, card_id: str,
+                    card: Mapping[str, Any], safety: str | None = None) -> dict[str, Any]:
+        """Replace a story card's title, keys and text (moderated first)."""
+        self._check_card(card, safety)
+        self.store.load(user_id, session_id)
+        return self.cards.update(session_id, card_id, card)
+
+    def remove_card(self, user_id: str, session_id: str, card_id: str) -> None:
+        """Delete a story card."""
+        self.store.load(user_id, session_id)
+        self.cards.delete(session_id, card_id)
+
+    def _check_card(self, card: Mapping[str, Any], safety: str | None) -> None:
+        self.moderator.check({"title": card["title"], "text": card["text"],
+                              "keys": ", ".join(card["keys"])}, safety)
 
     def _turn(self, session: Mapping[str, Any], n: int) -> dict[str, Any]:
         if not 0 <= n <= MAX_TURN:
@@ -296,9 +419,18 @@ class GameEngine:
         return turn
 
 
-def _turn(action: str | None, narration: Narration, slot: Mapping[str, Any]) -> dict[str, Any]:
-    return {"action": action, "narration": narration.narration,
-            "image_prompt": narration.image_prompt, "image": turn_image(slot)}
+def _makes_image(image_mode: str | None, mode: str) -> bool:
+    """Return True if a turn in ``mode`` gets a picture in a game with ``image_mode``."""
+    return mode == "see" or (image_mode or "every_turn") == "every_turn"
+
+
+def _seen(text: str | None, history: list[Mapping[str, Any]]) -> Narration:
+    """A ``see`` turn: its caption and the picture of what it describes, or of the scene now."""
+    if text:
+        return Narration(text, text)
+    scene = history[-1] if history else None
+    prompt = (scene.get("image_prompt") or scene["narration"][:400]) if scene else "the scene"
+    return Narration("You take in the scene.", prompt)
 
 
 def _image_prompt(turn: Mapping[str, Any]) -> str:

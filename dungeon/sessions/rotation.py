@@ -6,11 +6,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .crypto import CANARY_ID, SESSION_FIELDS, SLOT_FIELDS, TURN_FIELDS, FieldCipher
+from .crypto import CANARY_ID, CARD_FIELDS, SESSION_FIELDS, SLOT_FIELDS, TURN_FIELDS, FieldCipher
 
 # What holds sealed texts, and which fields.
 ROTATED = (("sessions", SESSION_FIELDS), ("turns", TURN_FIELDS),
-           ("image_slots", SLOT_FIELDS), ("keyring", ("token",)))
+           ("image_slots", SLOT_FIELDS), ("cards", CARD_FIELDS), ("keyring", ("token",)))
 
 
 @dataclass
@@ -54,18 +54,28 @@ def rotate(database, cipher: FieldCipher, batch: int = 500,
                 last_id = document["_id"]
                 stale = {name_: value for name_ in fields
                          if (value := _get(document, name_)) is not None
-                         and not cipher.current(value)}
+                         and not all(cipher.current(v) for v in _texts(value))}
                 if not stale:
                     report.current += 1
                     continue
                 collection.update_one({"_id": document["_id"], **stale},
-                                      {"$set": {f: cipher.rotate(v) for f, v in stale.items()}})
+                                      {"$set": {f: _rotated(cipher, v) for f, v in stale.items()}})
                 report.rotated += 1
                 report.by_collection[name] += 1
                 if limit is not None and report.rotated >= limit:
                     return report
     report.finished = True
     return report
+
+
+def _texts(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _rotated(cipher: FieldCipher, value: Any) -> Any:
+    if isinstance(value, list):
+        return [cipher.rotate(item) for item in value]
+    return cipher.rotate(value)
 
 
 def _get(document: dict[str, Any], dotted: str) -> Any:

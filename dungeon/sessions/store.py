@@ -475,6 +475,41 @@ class SessionStore:
         self.turns.delete_many({"session_id": session_id})
         return result.deleted_count > 0
 
+    def update_game(self, user_id: str, session_id: str, changes: Mapping[str, Any],
+                    cleared: list[str]) -> dict[str, Any]:
+        """Change a game's title, memory or image mode; return the game as it now is.
+
+        The version moves, so other processes' copies are retired.
+        """
+        if not valid_session_id(session_id):
+            raise SessionNotFound()
+        update: dict[str, Any] = {"$set": {**self._sealed_session(dict(changes)),
+                                           "updated_at": self.now()},
+                                  "$inc": {"version": 1}}
+        if cleared:
+            update["$unset"] = {name: "" for name in cleared}
+        document = self._session(self.sessions.find_one_and_update(
+            {"_id": session_id, "user_id": user_id}, update,
+            return_document=ReturnDocument.AFTER))
+        self.cache.invalidate((user_id, session_id))
+        if document is None:
+            self._explain_miss(user_id, session_id)
+        self.cache.put(_key(document), document)
+        return document
+
+    def set_summary(self, session: Mapping[str, Any], summary: str, through: int) -> None:
+        """Keep the story's running summary, written through turn ``through``.
+
+        Guarded on the summary it replaces, so two writers never go back in
+        time; the version stays (a summary changes nothing a client sees).
+        """
+        updated = self.sessions.update_one(
+            {"_id": session["_id"], "summary_through": session.get("summary_through")},
+            {"$set": {"summary": self.cipher.seal(summary), "summary_through": through}})
+        if updated.modified_count:
+            self.cache.put(_key(session), {**session, "summary": summary,
+                                           "summary_through": through})
+
     def update_turn_image(self, session_id: str, n: int, slot_id: str,
                           image: Mapping[str, Any]) -> None:
         """Record a finished image on its turn, unless the turn has moved on to another image."""
@@ -498,9 +533,9 @@ class SessionStore:
         except PyMongoError as exc:
             raise NothingSaved() from exc  # the turn was not touched
         try:
-            result = self.turns.update_one(
-                {"session_id": session_id, "n": n, "image.id": replaced},
-                {"$set": {"image": dict(image)}})
+            shown = {"image.id": replaced} if replaced is not None else {"image": None}
+            result = self.turns.update_one({"session_id": session_id, "n": n, **shown},
+                                           {"$set": {"image": dict(image)}})
         finally:
             self.turn_cache.invalidate(session_id)
             self.cache.invalidate_session(session_id)

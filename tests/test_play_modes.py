@@ -1,0 +1,235 @@
+"""Playing as the best text-adventure systems do: modes, story memory, cards, images on demand."""
+
+from __future__ import annotations
+
+import pytest
+
+import dungeon
+from dungeon.game.context import context_size
+from dungeon.narrators.types import Narration
+from tests.conftest import guest_headers
+from tests.test_error_shape import assert_error_shape
+from tests.test_fault_suite import InlineExecutor
+
+GAME = {"genre": "fantasy", "style": "comic"}
+
+
+class Recorder:
+    """A narrator that records every context it is given and answers plainly."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.contexts = []
+
+    def narrate(self, context):
+        self.contexts.append(context)
+        return Narration(f"Passage {context.turn} ({context.mode}): the lantern flickers. "
+                         + "The corridor goes on. " * 10, f"scene {context.turn}")
+
+
+class RecorderPlugin:
+    __name__ = "recorder-plugin"
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    @dungeon.hookimpl
+    def register_narrators(self, register):
+        register(self.recorder)
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def game_app(make_app, recorder):
+    def make(**config):
+        return make_app({"IMAGE_PROVIDERS": "placeholder", "NARRATOR": "recorder", **config},
+                        plugins=[RecorderPlugin(recorder)],
+                        jobs_options={"executor": InlineExecutor()})
+    return make
+
+
+def _start(client, auth, **fields):
+    response = client.post("/api/games", json={**GAME, **fields}, headers=auth)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def _act(client, auth, game_id, **body):
+    return client.post(f"/api/games/{game_id}/actions", json=body, headers=auth)
+
+
+@pytest.mark.parametrize("mode", ["do", "say", "story"])
+def test_each_mode_reaches_the_narrator_and_the_turn(game_app, recorder, mode):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    played = _act(client, auth, game_id, action="Who goes there?", mode=mode)
+    assert played.status_code == 201 and played.json["turn"]["mode"] == mode
+    assert recorder.contexts[-1].mode == mode
+    assert recorder.contexts[-1].action == "Who goes there?"
+
+
+def test_continue_writes_on_with_no_action(game_app, recorder):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    played = _act(client, auth, game_id, mode="continue")
+    assert played.status_code == 201 and played.json["turn"]["action"] is None
+    assert recorder.contexts[-1].mode == "continue" and recorder.contexts[-1].action is None
+
+
+def test_see_makes_a_picture_without_narration(game_app, recorder, mongo_client):
+    client = game_app(IMAGE_PROVIDERS="placeholder").test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    narrated = len(recorder.contexts)
+    described = _act(client, auth, game_id, action="the gate at dusk", mode="see").json["turn"]
+    assert described["narration"] == "the gate at dusk" and described["image"]["status"]
+    scene = _act(client, auth, game_id, mode="see").json["turn"]
+    assert len(recorder.contexts) == narrated  # no narration for either
+    slot = mongo_client["dungeon"]["image_slots"].find_one({"_id": scene["image"]["id"]})
+    assert slot["request"]["prompt"] == "the gate at dusk"  # the current scene
+
+
+@pytest.mark.parametrize(("body", "field"), [({"mode": "do"}, "action"),
+                                             ({"mode": "say"}, "action"),
+                                             ({"mode": "continue", "action": "x"}, "action"),
+                                             ({"action": "x", "mode": "shout"}, "mode")])
+def test_a_mode_without_what_it_needs_is_refused(game_app, body, field):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    response = _act(client, auth, game_id, **body)
+    assert field in assert_error_shape(response, 422, "validation_failed")["error"]["details"][
+        "fields"]
+
+
+def test_story_memory_reaches_the_narrator_and_can_change(game_app, recorder):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    created = _start(client, auth, plot_essentials="The king is dead; the heir is hidden.",
+                     authors_note="Keep it grim.")
+    game_id = created["game"]["id"]
+    assert created["game"]["plot_essentials"] == "The king is dead; the heir is hidden."
+    _act(client, auth, game_id, action="look")
+    assert recorder.contexts[-1].plot_essentials.startswith("The king is dead")
+    assert recorder.contexts[-1].authors_note == "Keep it grim."
+    changed = client.patch(f"/api/games/{game_id}", headers=auth,
+                           json={"authors_note": "Lighter now.", "clear": ["plot_essentials"]})
+    assert changed.status_code == 200 and changed.json["game"]["authors_note"] == "Lighter now."
+    assert changed.json["game"]["plot_essentials"] is None
+    _act(client, auth, game_id, action="look again")
+    assert recorder.contexts[-1].authors_note == "Lighter now."
+    assert recorder.contexts[-1].plot_essentials is None
+
+
+def test_memory_over_its_bound_is_refused(game_app):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    response = client.post("/api/games", headers=auth, json={**GAME, "authors_note": "x" * 301})
+    assert "authors_note" in assert_error_shape(response, 422)["error"]["details"]["fields"]
+
+
+def test_a_card_reaches_the_narrator_only_when_its_key_comes_up(game_app, recorder):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    for title, key in (("Mirela", "witch"), ("The Vault", "vault")):
+        made = client.post(f"/api/games/{game_id}/cards", headers=auth,
+                           json={"title": title, "keys": [key], "text": f"All about {title}."})
+        assert made.status_code == 201
+    _act(client, auth, game_id, action="I call for the Witch")
+    assert [card.title for card in recorder.contexts[-1].cards] == ["Mirela"]
+
+
+def test_cards_are_listed_changed_deleted_and_a_retried_create_makes_one(game_app):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    body = {"title": "Mirela", "keys": ["witch"], "text": "A witch of the marsh."}
+    headers = {**auth, "Idempotency-Key": "card-1"}
+    first = client.post(f"/api/games/{game_id}/cards", headers=headers, json=body)
+    again = client.post(f"/api/games/{game_id}/cards", headers=headers, json=body)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["card"]["id"] == first.json["card"]["id"]
+    card_id = first.json["card"]["id"]
+    changed = client.put(f"/api/games/{game_id}/cards/{card_id}", headers=auth,
+                         json={**body, "text": "A witch of the hills."})
+    assert changed.json["card"]["text"] == "A witch of the hills."
+    listed = client.get(f"/api/games/{game_id}/cards", headers=auth).json["cards"]
+    assert [c["id"] for c in listed] == [card_id]
+    assert client.delete(f"/api/games/{game_id}/cards/{card_id}", headers=auth).status_code == 204
+    assert client.delete(f"/api/games/{game_id}/cards/{card_id}", headers=auth).status_code == 204
+    assert client.get(f"/api/games/{game_id}/cards", headers=auth).json["cards"] == []
+    other = guest_headers(client)
+    assert client.get(f"/api/games/{game_id}/cards", headers=other).status_code == 404
+
+
+def test_a_game_has_at_most_fifty_cards(game_app):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    for i in range(50):
+        client.post(f"/api/games/{game_id}/cards", headers=auth,
+                    json={"title": f"C{i}", "keys": [f"k{i}"], "text": "t"})
+    response = client.post(f"/api/games/{game_id}/cards", headers=auth,
+                           json={"title": "one more", "keys": ["x"], "text": "t"})
+    assert_error_shape(response, 409)
+
+
+def test_the_context_holds_to_its_budget_and_long_games_keep_a_summary(game_app, recorder,
+                                                                       mongo_client):
+    client = game_app(NARRATOR_CONTEXT_CHARS=1500, NARRATOR_CONTEXT_TURNS=4,
+                      SUMMARY_EVERY=2).test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth, plot_essentials="P" * 1000, authors_note="A" * 300)["game"][
+        "id"]
+    for i in range(9):
+        _act(client, auth, game_id, action=f"step {i}")
+    for context in recorder.contexts:
+        assert context_size(context) <= 1500
+    assert recorder.contexts[-1].summary  # the turns before the window, summarised
+    assert recorder.contexts[-1].plot_essentials == "P" * 1000  # memory stays whole
+    stored = mongo_client["dungeon"]["sessions"].find_one({"_id": game_id})
+    assert stored["summary_through"] >= 2
+
+
+@pytest.mark.parametrize("image_mode", ["on_demand", "off"])
+def test_image_modes_make_pictures_only_when_asked(game_app, image_mode):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    created = _start(client, auth, image_mode=image_mode)
+    game_id = created["game"]["id"]
+    assert created["game"]["image_mode"] == image_mode
+    assert created["turns"][0]["image"] is None
+    played = _act(client, auth, game_id, action="look").json["turn"]
+    assert played["image"] is None
+    asked = client.post(f"/api/games/{game_id}/turns/1/image", headers=auth)
+    assert asked.status_code == 202 and asked.json["turn"]["image"]["status"] in ("pending",
+                                                                                 "ready")
+    seen = _act(client, auth, game_id, mode="see").json["turn"]
+    assert seen["image"] is not None
+
+
+def test_memory_and_cards_are_moderated_and_encrypted(make_app, recorder, mongo_client):
+    from cryptography.fernet import Fernet
+
+    app = make_app({"IMAGE_PROVIDERS": "placeholder", "NARRATOR": "recorder",
+                    "ENCRYPTION_KEYS": Fernet.generate_key().decode()},
+                   plugins=[RecorderPlugin(recorder)])
+    client = app.test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth, plot_essentials="The heir hides in the mill.")["game"]["id"]
+    client.post(f"/api/games/{game_id}/cards", headers=auth,
+                json={"title": "The mill", "keys": ["mill"], "text": "Its wheel never turns."})
+    raw = str(list(mongo_client["dungeon"]["sessions"].find())) + \
+        str(list(mongo_client["dungeon"]["cards"].find()))
+    assert "heir hides" not in raw and "wheel never" not in raw and "'mill'" not in raw
+    refused = client.post(f"/api/games/{game_id}/cards", headers=auth, json={
+        "title": "x", "keys": ["y"], "text": "naked children, explicitly"})
+    assert_error_shape(refused, 422, "content_refused")
