@@ -38,7 +38,8 @@ def test_openai_narrator_sends_history_and_asks_for_json(requests_mock):
     roles = [m["role"] for m in body["messages"]]
     assert roles == ["system", "assistant", "user", "assistant", "user"]
     assert "cyberpunk" in body["messages"][0]["content"]
-    assert body["messages"][-1]["content"] == "hack the terminal"
+    assert body["messages"][-1]["content"] == "> You hack the terminal"
+    assert body["messages"][2]["content"] == "> You go left"
     assert result.narration == "You jack in. Ice bites back."
     assert result.image_prompt == "A hacker at a terminal"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..narrators.types import NarrationContext, PastTurn
+from ..narrators.types import NarrationContext
 
 SUMMARY_FLOOR = 200  # characters of summary kept however tight the budget
 
@@ -37,22 +37,3 @@ def fit(context: NarrationContext, budget: int) -> NarrationContext:
         context = replace(context, summary=context.summary[-keep:])
     return context
 
-
-SUMMARY_CHARS = 600
-
-
-def local_summary(summary: str | None, turns: list[PastTurn]) -> str:
-    """Return a running summary without a narrator: the old one, then each passage's first line.
-
-    Cut from the front to ``SUMMARY_CHARS``, so the most recent events stay.
-    """
-    firsts = [_first_sentence(turn.narration) for turn in turns]
-    text = " ".join(piece for piece in [summary or "", *firsts] if piece).strip()
-    return text[-SUMMARY_CHARS:]
-
-
-def _first_sentence(text: str) -> str:
-    for end in (". ", "! ", "? "):
-        if end in text:
-            return text[:text.index(end) + 1]
-    return text[:200]

@@ -28,10 +28,11 @@ from ..images.jobs import ImageJobs, turn_image
 from ..images.types import ImageRequest
 from ..metrics import Metrics
 from ..moderation import TextModerator, image_moderation
+from ..narrators.summary import summarize as local_summary
 from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn, StoryCard
 from ..sessions.cards import CardStore, triggered
 from ..sessions.store import AlreadyCommitted, SessionStore, new_session_id
-from .context import fit, local_summary
+from .context import fit
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,9 @@ class GameEngine:
     def _context(self, session: Mapping[str, Any], history: list[Mapping[str, Any]],
                  action: str | None, mode: str, turn: int | None = None) -> NarrationContext:
         """Return the narrator's context: the story memory and the recent turns, within budget."""
-        past = [PastTurn(t.get("action"), t["narration"]) for t in history]
+        # A see turn is a picture's caption, not story: the narrator does not get it.
+        past = [PastTurn(t.get("action"), t["narration"], t.get("mode") or "do")
+                for t in history if t.get("mode") != "see"]
         cards = self.cards.list(session["_id"]) if session.get("turn_count") else []
         cue = [action or ""] + [t.narration for t in past[-CUE_TURNS:]] + \
             [t.action or "" for t in past[-CUE_TURNS:]]
@@ -228,7 +231,8 @@ class GameEngine:
         try:
             turns = [t for t in self.store.recent_turns(session["_id"], window_start - 1 - done,
                                                         before=window_start)]
-            past = [PastTurn(t.get("action"), t["narration"]) for t in turns]
+            past = [PastTurn(t.get("action"), t["narration"], t.get("mode") or "do")
+                    for t in turns if t.get("mode") != "see"]
             summarize = getattr(self.narrator, "summarize", None) or local_summary
             summary = summarize(session.get("summary"), past)
             self.store.set_summary(session, summary, window_start - 1)

@@ -1,8 +1,17 @@
 """The offline narrator: a genre-flavoured story that answers the player, with no key.
 
-It reads the player's action for a verb and an object, and answers from
-phrase tables per genre, choosing with a random generator seeded by the game's
-seed, the turn number and the action, so the same game replays the same story.
+It reads the player's text for a verb and an object, and answers from phrase
+tables per genre, choosing with a random generator seeded by the game's seed,
+the turn number and the action, so the same game replays the same story.
+
+Each mode reads differently: ``do`` repeats the action in the second person
+("You open the door.") and tells what it led to; ``say`` quotes the player's
+words as spoken ("You ask, “Who goes there?”") and someone answers; ``story``
+takes the player's passage as written and goes on with the next beat, without
+restating it; ``continue`` moves the scene on by itself, a notch more tense.
+The story memory shows through: a story card given for the turn is recalled
+by its title and first sentence, the plot essentials' first sentence stands in
+for the game's own quest, and a ``continue`` turn looks back on the summary.
 """
 
 from __future__ import annotations
@@ -12,7 +21,8 @@ import re
 
 import dungeon
 
-from .types import Narration, NarrationContext
+from .summary import cut, first_sentence, sentences, summarize
+from .types import Narration, NarrationContext, PastTurn, StoryCard
 
 VERBS = {
     "look": ("look", "examine", "inspect", "search", "read", "study", "check", "observe"),
@@ -149,11 +159,46 @@ PRESSURE = [
          "There will be no second chance."]),
 ]
 
+# A player's plot essentials replace the game's quest in the pressure lines.
+ESSENTIAL_PRESSURE = {0: "You remember why you came. {essential}",
+                      4: "Time is running short. {essential}",
+                      8: "Everything you have done leads here. {essential}"}
+
 LINES = ["You're not the first to come asking.", "Keep your voice down. They listen.",
          "I'll help you, but it will cost you.", "Turn back while you still can.",
          "I knew you would come. Follow me."]
+ANSWERS = ["Who's asking?", "Not here. Not where they can hear us.",
+           "You already know the answer to that.", "Maybe. It depends who sent you.",
+           "Ask me again and I'll pretend I never heard you."]
+
+# What people do when the player speaks, by how the words end.
+REPLIES = {
+    "ask": ["{person_cap} hesitates, then answers: “{answer}”",
+            "{person_cap} looks at you for a long moment. “{answer}”"],
+    "shout": ["Your voice rings out. {person_cap} flinches, then calls back: “{line}”",
+              "Your shout carries further than you meant. {threat_cap} has heard it too."],
+    "say": ["{person_cap} takes in your words. “{line}”",
+            "{person_cap} nods slowly at what you said. “{line}”"],
+}
+# The next beat after a passage the player wrote.
+STORY_BEATS = ["Then {person} steps into the moment, as if it had been waiting for them.",
+               "That is when {threat} makes itself known.",
+               "No one notices {thing} at first, but it is there, and it changes everything.",
+               "The moment passes, and the way leads on to {place}.",
+               "A heartbeat later, the silence breaks: {threat} is near."]
+# What happens when the player lets the story run on.
+CONTINUE_OPENERS = ["Time passes.", "Moments slip by.", "The world does not wait for you.",
+                    "For a while, nothing stirs."]
+DEVELOPMENTS = ["Then, without warning, {threat} comes into view, closer than before.",
+                "{person_cap} arrives out of breath, with news that cannot wait.",
+                "The way ahead changes: {place} lies before you now.",
+                "Something shifts nearby, and {thing} is suddenly within reach.",
+                "A sound carries from far off, and you know {threat} has found your trail."]
+CARD_LINES = ["{title} is on your mind. {detail}", "You think of {title}. {detail}",
+              "Something here brings {title} to mind. {detail}"]
 
 _WORD = re.compile(r"[a-z']+")
+_QUOTES = "\"“”«»"  # double quotes: speech marks, never part of a word
 
 
 @dungeon.hookimpl
@@ -168,35 +213,84 @@ class LocalNarrator:
     name = "local"
 
     def narrate(self, context: NarrationContext) -> Narration:
-        """Return the next passage: an opening, or an answer to the player's action."""
-        rng = random.Random(f"{context.seed}:{context.turn}:{context.action}")
+        """Return the next passage: an opening, or an answer to the player's turn."""
+        kind = turn_kind(context)
+        key = (f"{context.seed}:{context.turn}:{context.action}" if kind in ("do", "opening")
+               else f"{context.seed}:{context.turn}:{kind}:{context.action}")
+        rng = random.Random(key)
         world = WORLDS.get(context.genre, WORLDS["fantasy"])
-        if context.action is None:
-            text = self._opening(rng, world, context)
-        else:
-            text = self._answer(rng, world, context)
-        return Narration(text, _image_prompt(text))
+        write = {"opening": self._opening, "do": self._do, "say": self._say,
+                 "story": self._story, "continue": self._continue}[kind]
+        text, image_prompt = write(rng, world, context)
+        return Narration(text, _clean_prompt(image_prompt))
 
-    def _opening(self, rng: random.Random, world: dict, context: NarrationContext) -> str:
+    def summarize(self, summary: str | None, turns: list[PastTurn]) -> str:
+        """Return the story so far, extracted from ``summary`` and the passages of ``turns``."""
+        return summarize(summary, turns)
+
+    def _opening(self, rng: random.Random, world: dict, context: NarrationContext):
         place, person, thing = (rng.choice(world[k]) for k in ("places", "people", "things"))
-        return (f"{context.title}. You come to your senses. Around you: {place}. "
-                f"{rng.choice(world['senses'])} You have one purpose: to "
-                f"{quest_for(context)}. {_cap(person)} watches you from the shadows, and at "
-                f"your feet lies {thing}. What do you do?")
+        purpose = essential(context) or f"You have one purpose: to {quest_for(context)}."
+        parts = [f"{context.title}. You come to your senses. Around you: {place}.",
+                 rng.choice(world["senses"]), purpose,
+                 card_line(rng, context),
+                 f"{_cap(person)} watches you from the shadows, and at your feet lies "
+                 f"{thing}. What do you do?"]
+        return _join(parts), (f"{_cap(place)}, with {person} watching from the shadows and "
+                              f"{thing} on the ground")
 
-    def _answer(self, rng: random.Random, world: dict, context: NarrationContext) -> str:
+    def _do(self, rng: random.Random, world: dict, context: NarrationContext):
         action = context.action or ""
-        kind = action_kind(action)
-        person, threat = rng.choice(world["people"]), rng.choice(world["threats"])
-        fields = {"place": rng.choice(world["places"]), "thing": rng.choice(world["things"]),
-                  "person": person, "person_cap": _cap(person), "threat": threat,
-                  "threat_cap": _cap(threat), "line": rng.choice(LINES),
-                  "quest": quest_for(context)}
-        consequence = rng.choice(OUTCOMES[kind]).format(**fields)
-        pressure = rng.choice(_pressure(context.turn)).format(**fields)
-        parts = [f"You {second_person(action)}.", consequence, rng.choice(world["senses"]),
-                 pressure, "What do you do next?"]
-        return " ".join(part for part in parts if part)
+        fields = _fields(rng, world, context)
+        consequence = rng.choice(OUTCOMES[action_kind(action)]).format(**fields)
+        pressure = _pressure_line(rng, context, context.turn, fields)
+        opening = f"You {second_person(action)}."
+        parts = [opening, consequence, rng.choice(world["senses"]), pressure,
+                 card_line(rng, context), "What do you do next?"]
+        return _join(parts), f"{opening} {consequence}"
+
+    def _say(self, rng: random.Random, world: dict, context: NarrationContext):
+        words = spoken(context.action or "")
+        verb = "ask" if words.endswith("?") else "shout" if words.endswith("!") else "say"
+        fields = _fields(rng, world, context)
+        template = rng.choice(REPLIES[verb])
+        reply, sense = template.format(**fields), rng.choice(world["senses"])
+        parts = [f"You {verb}, “{words}”", reply, sense,
+                 _pressure_line(rng, context, context.turn, fields), card_line(rng, context),
+                 "What do you do next?"]
+        # The picture shows who hears the words, never the words themselves.
+        if "{person" in template:
+            return _join(parts), f"You face {fields['person']}, deep in conversation. {sense}"
+        return _join(parts), f"{fields['threat_cap']} turns towards your voice. {sense}"
+
+    def _story(self, rng: random.Random, world: dict, context: NarrationContext):
+        fields = _fields(rng, world, context)
+        beat = rng.choice(STORY_BEATS).format(**fields)
+        parts = [beat, rng.choice(world["senses"]), card_line(rng, context),
+                 _pressure_line(rng, context, context.turn, fields), "What happens next?"]
+        written = first_sentence(context.action or "", min_words=1)
+        return _join(parts), f"{written} {beat}".strip()
+
+    def _continue(self, rng: random.Random, world: dict, context: NarrationContext):
+        fields = _fields(rng, world, context)
+        development = rng.choice(DEVELOPMENTS).format(**fields)
+        sense = rng.choice(world["senses"])
+        # Letting the story run on raises the stakes: the tension of a later turn, never none.
+        pressure = _pressure_line(rng, context, context.turn + 4, fields, quiet=False)
+        parts = [rng.choice(CONTINUE_OPENERS), development, recollection(rng, context), sense,
+                 card_line(rng, context), pressure, "What do you do?"]
+        return _join(parts), f"{development} {sense}"
+
+
+def turn_kind(context: NarrationContext) -> str:
+    """Return what the passage is: ``opening``, ``do``, ``say``, ``story`` or ``continue``.
+
+    A turn with no action is the opening when it is the game's first, and a
+    ``continue`` otherwise; an unknown mode is read as ``do``.
+    """
+    if context.mode == "continue" or context.action is None:
+        return "opening" if context.turn == 0 and not context.history else "continue"
+    return context.mode if context.mode in ("say", "story") else "do"
 
 
 def action_kind(action: str) -> str:
@@ -216,20 +310,89 @@ def second_person(action: str) -> str:
     return text[:1].lower() + text[1:] if text else "hesitate"
 
 
+def spoken(words: str) -> str:
+    """Return what the player says, unquoted, capitalised and ending in punctuation."""
+    text = " ".join(words.split()).strip(_QUOTES + " ")
+    if len(text) > 1 and text[0] in "'‘" and text[-1] in "'’":
+        text = text[1:-1].strip()
+    if not text:
+        return "…"
+    if text[-1] not in ".!?…":
+        text += "."
+    return _cap(text)
+
+
 def quest_for(context: NarrationContext) -> str:
     """Return the game's quest: the same for every turn of a game."""
     quests = QUESTS.get(context.genre, QUESTS["fantasy"])
     return quests[context.seed % len(quests)]
 
 
-def _pressure(turn: int) -> list[str]:
-    return next(lines for start, lines in reversed(PRESSURE) if turn >= start)
+def essential(context: NarrationContext) -> str:
+    """Return the first sentence of the plot essentials, as a sentence; "" without them."""
+    text = first_sentence(context.plot_essentials or "", min_words=1)
+    if text and text[-1] not in ".!?…\"”":
+        text += "."
+    return _cap(text)
+
+
+def card_line(rng: random.Random, context: NarrationContext) -> str:
+    """Return a sentence recalling one of the turn's story cards; "" when it has none.
+
+    A card whose key the action names comes first; otherwise one is drawn.
+    """
+    if not context.cards:
+        return ""
+    action = (context.action or "").lower()
+    named = [card for card in context.cards if _names(action, card)]
+    card = named[0] if named else rng.choice(context.cards)
+    detail = first_sentence(card.text, min_words=1)
+    return rng.choice(CARD_LINES).format(title=card.title.strip() or "It", detail=detail).strip()
+
+
+def recollection(rng: random.Random, context: NarrationContext) -> str:
+    """Return a look back at one sentence of the summary; "" without one."""
+    said = sentences(context.summary or "")
+    if not said:
+        return ""
+    sentence = cut(rng.choice(said), 200)
+    if re.match(r"(you|your)\b", sentence, flags=re.IGNORECASE):
+        return f"You think back on the road so far: {sentence[:1].lower()}{sentence[1:]}"
+    return f"You think back on the road so far. {sentence}"
+
+
+def _names(text: str, card: StoryCard) -> bool:
+    return any(key.strip() and re.search(rf"\b{re.escape(key.strip().lower())}\b", text)
+               for key in card.keys)
+
+
+def _fields(rng: random.Random, world: dict, context: NarrationContext) -> dict[str, str]:
+    person, threat = rng.choice(world["people"]), rng.choice(world["threats"])
+    return {"place": rng.choice(world["places"]), "thing": rng.choice(world["things"]),
+            "person": person, "person_cap": _cap(person), "threat": threat,
+            "threat_cap": _cap(threat), "line": rng.choice(LINES),
+            "answer": rng.choice(ANSWERS), "quest": quest_for(context),
+            "essential": essential(context)}
+
+
+def _pressure_line(rng: random.Random, context: NarrationContext, turn: int,
+                   fields: dict[str, str], quiet: bool = True) -> str:
+    start, lines = next((start, lines) for start, lines in reversed(PRESSURE) if turn >= start)
+    template = rng.choice(lines if quiet else [line for line in lines if line] or lines)
+    if fields["essential"] and "{quest}" in template:
+        template = ESSENTIAL_PRESSURE[start]
+    return template.format(**fields)
+
+
+def _join(parts: list[str]) -> str:
+    return " ".join(part for part in parts if part)
 
 
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _image_prompt(text: str) -> str:
-    first = text.split(". ")[:2]
-    return ". ".join(first).replace('"', "")[:400]
+def _clean_prompt(text: str) -> str:
+    for quote in _QUOTES:
+        text = text.replace(quote, "")
+    return " ".join(text.split())[:400]

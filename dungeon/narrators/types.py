@@ -8,10 +8,11 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class PastTurn:
-    """A turn already played: the player's action (None for the opening) and its narration."""
+    """A turn already played: the action (None for the opening), its narration and its mode."""
 
     action: str | None
     narration: str
+    mode: str = "do"
 
 
 # How the player's text is meant: ``do`` an action ("open the door" → "You
