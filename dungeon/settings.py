@@ -289,6 +289,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Budget of the narrator's context in characters: story memory, triggered cards, "
             "summary, recent turns and the action; the oldest turns go first past it.",
             minimum=1500),
+    Setting("MAX_ALTERNATIVES", 10, "int",
+            "Alternatives a turn keeps when it is retried (each with its own image).", minimum=1),
     Setting("SUMMARY_EVERY", 5, "int",
             "Turns between two refreshes of a game's running summary (what happened before "
             "the recent turns the narrator sees).", minimum=1),

@@ -91,6 +91,14 @@ def requests_for(world, client):
         ("/api/games/<session_id>", "DELETE"): (f"/api/games/{sid}", {"headers": auth}),
         ("/api/games/<session_id>", "PATCH"): (f"/api/games/{sid}", {
             "headers": auth, "json": {"authors_note": "Keep it eerie."}}),
+        ("/api/games/<session_id>/turns/<int:n>/retry", "POST"): (
+            f"/api/games/{sid}/turns/1/retry", {"headers": auth}),
+        ("/api/games/<session_id>/turns/<int:n>/choice", "PUT"): (
+            f"/api/games/{sid}/turns/1/choice", {"headers": auth, "json": {"index": 0}}),
+        ("/api/games/<session_id>/turns/<int:n>", "PUT"): (
+            f"/api/games/{sid}/turns/1", {"headers": auth, "json": {"narration": "Edited."}}),
+        ("/api/games/<session_id>/turns/last", "DELETE"): (
+            f"/api/games/{sid}/turns/last", {"headers": auth}),
         ("/api/games/<session_id>/cards", "GET"): (f"/api/games/{sid}/cards",
                                                    {"headers": auth}),
         ("/api/games/<session_id>/cards", "POST"): (f"/api/games/{sid}/cards", {

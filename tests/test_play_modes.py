@@ -233,3 +233,117 @@ def test_memory_and_cards_are_moderated_and_encrypted(make_app, recorder, mongo_
     refused = client.post(f"/api/games/{game_id}/cards", headers=auth, json={
         "title": "x", "keys": ["y"], "text": "naked children, explicitly"})
     assert_error_shape(refused, 422, "content_refused")
+
+
+def test_retry_keeps_every_alternative_and_a_choice_picks_one(game_app, recorder):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    first = _act(client, auth, game_id, action="open the chest").json["turn"]
+    retried = client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth)
+    assert retried.status_code == 201
+    turn = retried.json["turn"]
+    assert turn["chosen"] == 1 and len(turn["alternatives"]) == 2
+    assert turn["alternatives"][0]["narration"] == first["narration"]
+    assert recorder.contexts[-1].action == "open the chest"
+    assert turn["alternatives"][0]["image"]["id"] != turn["alternatives"][1]["image"]["id"]
+    picked = client.put(f"/api/games/{game_id}/turns/1/choice", headers=auth,
+                        json={"index": 0}).json["turn"]
+    assert picked["chosen"] == 0 and picked["narration"] == first["narration"]
+    loaded = client.get(f"/api/games/{game_id}", headers=auth).json["turns"][-1]
+    assert loaded["narration"] == first["narration"] and len(loaded["alternatives"]) == 2
+    assert client.post(f"/api/games/{game_id}/turns/0/retry", headers=auth).status_code == 409
+
+
+def test_a_failed_retry_leaves_the_alternatives_as_they_were(game_app, recorder):
+    from dungeon.errors import NarratorUnavailable
+
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    _act(client, auth, game_id, action="look")
+    client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth)
+    before = client.get(f"/api/games/{game_id}", headers=auth).json["turns"][-1]
+
+    def down(context):
+        raise NarratorUnavailable()
+
+    recorder.narrate = down
+    assert_error_shape(client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth), 503)
+    assert client.get(f"/api/games/{game_id}", headers=auth).json["turns"][-1] == before
+
+
+def test_alternatives_are_bounded(game_app):
+    client = game_app(MAX_ALTERNATIVES=2).test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    _act(client, auth, game_id, action="look")
+    assert client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth).status_code == 201
+    assert_error_shape(client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth), 409)
+
+
+def test_undo_takes_back_the_last_turn_never_the_opening(game_app, mongo_client):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    _act(client, auth, game_id, action="one")
+    _act(client, auth, game_id, action="two")
+    undone = client.delete(f"/api/games/{game_id}/turns/last", headers=auth)
+    assert undone.status_code == 200 and undone.json["game"]["turn_count"] == 2
+    assert client.delete(f"/api/games/{game_id}/turns/last",
+                         headers=auth).json["game"]["turn_count"] == 1
+    assert_error_shape(client.delete(f"/api/games/{game_id}/turns/last", headers=auth), 409)
+    turns = sorted(t["n"] for t in mongo_client["dungeon"]["turns"].find({"session_id": game_id}))
+    assert turns == [0]
+    again = _act(client, auth, game_id, action="three").json
+    assert again["turn"]["n"] == 1 and again["game"]["turn_count"] == 2
+
+
+def test_an_undo_replayed_with_its_key_takes_back_one_turn(game_app):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    _act(client, auth, game_id, action="one")
+    _act(client, auth, game_id, action="two")
+    headers = {**auth, "Idempotency-Key": "undo-1"}
+    first = client.delete(f"/api/games/{game_id}/turns/last", headers=headers)
+    replay = client.delete(f"/api/games/{game_id}/turns/last", headers=headers)
+    assert first.json["game"]["turn_count"] == replay.json["game"]["turn_count"] == 2
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_an_action_from_a_stale_copy_after_an_undo_leaves_no_gap(make_app, mongo_client):
+    apps = [make_app({"IMAGE_PROVIDERS": "placeholder"},
+                     jobs_options={"executor": InlineExecutor()}) for _ in range(2)]
+    first, second = (app.test_client() for app in apps)
+    auth = guest_headers(first)
+    game_id = _start(first, auth)["game"]["id"]
+    _act(first, auth, game_id, action="one")
+    second.get(f"/api/games/{game_id}", headers=auth)  # the second process caches 2 turns
+    assert first.delete(f"/api/games/{game_id}/turns/last", headers=auth).status_code == 200
+    played = _act(second, auth, game_id, action="two")
+    assert played.status_code == 201 and played.json["turn"]["n"] == 1
+    numbers = sorted(t["n"] for t in mongo_client["dungeon"]["turns"].find(
+        {"session_id": game_id}))
+    assert numbers == [0, 1] and played.json["game"]["turn_count"] == 2
+
+
+def test_edit_changes_a_turn_in_place_with_the_checks_of_actions(game_app):
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    image = _act(client, auth, game_id, action="look").json["turn"]["image"]
+    edited = client.put(f"/api/games/{game_id}/turns/1", headers=auth,
+                        json={"action": "look closer", "narration": "You see a key."})
+    assert edited.status_code == 200
+    turn = edited.json["turn"]
+    assert turn["action"] == "look closer" and turn["narration"] == "You see a key."
+    assert turn["image"]["id"] == image["id"]  # the image stays
+    too_long = client.put(f"/api/games/{game_id}/turns/1", headers=auth,
+                          json={"action": "x" * 501})
+    assert_error_shape(too_long, 422)
+    refused = client.put(f"/api/games/{game_id}/turns/1", headers=auth,
+                         json={"narration": "naked children, explicitly"})
+    assert_error_shape(refused, 422, "content_refused")
+    assert client.put(f"/api/games/{game_id}/turns/0", headers=auth,
+                      json={"action": "x"}).status_code == 409  # the opening has no action

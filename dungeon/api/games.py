@@ -26,6 +26,7 @@ from .schemas import (
     CardBody,
     CardPath,
     Cards,
+    Choice,
     GameCreated,
     GameList,
     GameLoaded,
@@ -35,6 +36,7 @@ from .schemas import (
     GameUpdate,
     IdempotencyHeader,
     NewGame,
+    TurnEdit,
     TurnList,
     TurnOnly,
     TurnPath,
@@ -155,6 +157,54 @@ def retry_turn_image(path: TurnPath, query: Waiting, header: IdempotencyHeader):
                        run, answer)
 
 
+@bp.post("/<session_id>/turns/<int:n>/retry", responses=responses({201: TurnPlayed}, *WRITE))
+def retry_turn(path: TurnPath, query: Waiting, header: IdempotencyHeader):
+    """Narrate the last turn again from its action and mode; every alternative is kept.
+
+    The new alternative is chosen and has its own image; a failure (the
+    narrator unavailable, say) leaves the earlier ones as they were.
+    """
+
+    def run(key: str, settle: bool) -> Committed:
+        return _engine().retry_turn(g.user_id, path.session_id, path.n, key, settle, _safety())
+
+    return _idempotent(f"retry_turn:{path.session_id}:{path.n}", {}, header, "actions", run,
+                       _turn_answer(query, 201))
+
+
+@bp.put("/<session_id>/turns/<int:n>/choice", responses=responses({200: TurnOnly}, *WRITE))
+def choose_alternative(path: TurnPath, body: Choice, header: IdempotencyHeader):
+    """Show alternative `index` of a turn (choosing it again changes nothing)."""
+    return {"turn": turn_json(_engine().choose(g.user_id, path.session_id, path.n, body.index))}
+
+
+@bp.put("/<session_id>/turns/<int:n>", responses=responses({200: TurnOnly}, *WRITE))
+def edit_turn(path: TurnPath, body: TurnEdit, header: IdempotencyHeader):
+    """Change a past turn's action or narration in place; its image stays."""
+    turn = _engine().edit(g.user_id, path.session_id, path.n,
+                          body.model_dump(exclude_none=True), _safety())
+    return {"turn": turn_json(turn)}
+
+
+@bp.delete("/<session_id>/turns/last", responses=responses({200: GameOnly}, *WRITE))
+def undo_turn(path: GamePath, header: IdempotencyHeader):
+    """Take back the last turn (never the opening) and its images; `turn_count` goes down.
+
+    With an Idempotency-Key, a retry never takes back a second turn.
+    """
+
+    def run(key: str, settle: bool) -> Committed:
+        return _engine().undo(g.user_id, path.session_id, key, settle)
+
+    def answer(committed: Committed):
+        return {"game": game_json(committed.session)}, 200
+
+    def replay(_result) -> Committed:
+        return Committed(_engine().load(g.user_id, path.session_id)[0], [], replayed=True)
+
+    return _idempotent(f"undo:{path.session_id}", {}, header, "actions", run, answer, replay)
+
+
 @bp.patch("/<session_id>", responses=responses({200: GameOnly}, *COMMON, 400, 404))
 def update_game(path: GamePath, body: GameUpdate, header: IdempotencyHeader):
     """Change a game's title, story memory (plot essentials, author's note) or image mode.
@@ -218,7 +268,8 @@ def _safety() -> str | None:
 
 def _idempotent(route: str, body: dict[str, Any], header: IdempotencyHeader, limit: str,
                 run: Callable[[str, bool], Committed],
-                answer: Callable[[Committed], tuple[dict[str, Any], int]]):
+                answer: Callable[[Committed], tuple[dict[str, Any], int]],
+                replay: Callable[[dict[str, Any]], Committed] | None = None):
     """Run a write at most once per ``Idempotency-Key``; every retry gets what it committed.
 
     The one owner of a keyed write's lifecycle: claim the key (or find the
@@ -236,9 +287,11 @@ def _idempotent(route: str, body: dict[str, Any], header: IdempotencyHeader, lim
         earlier = claim.legacy_answer
         return earlier.get("body", {}), earlier.get("status", 200), {"Idempotent-Replayed": "true"}
     if claim is not None and claim.result is not None:
-        replay = _engine().committed(g.user_id, claim.result["session_id"], claim.result["n"],
-                                     replayed=True)
-        return _answered(answer, replay)
+        if replay is not None:
+            return _answered(answer, replay(claim.result))
+        earlier = _engine().committed(g.user_id, claim.result["session_id"], claim.result["n"],
+                                      replayed=True)
+        return _answered(answer, earlier)
     takeover = bool(claim and claim.takeover)
     try:
         if not takeover:  # a takeover retries a request already counted

@@ -366,16 +366,51 @@ class PendingImage(BaseModel):
     image: Image
 
 
+class Alternative(BaseModel):
+    """One narration of a turn, with its own image."""
+
+    narration: str
+    image: Image | None
+    created_at: Timestamp
+
+
 class Turn(BaseModel):
     """One turn: the player's action (none for the opening) and the story's answer."""
 
     n: int
     action: str | None
     mode: Mode = Field(description="How the action was meant.")
-    narration: str = Field(description="Exactly as it was first written (a `see` turn's "
-                                       "caption).")
+    narration: str = Field(description="The chosen alternative's text, exactly as written "
+                                       "(a `see` turn's caption).")
     image: Image | None
     created_at: Timestamp
+    alternatives: list[Alternative] = Field(
+        description="Every narration of this turn, the first one first; retrying the last "
+                    "turn adds one. `narration` and `image` are those of `chosen`.")
+    chosen: int
+
+
+class TurnEdit(Strict):
+    """A past turn's text, changed in place; a field left out is kept; the image stays."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["action"], "properties": {"action": {"type": "string"}}},
+        {"required": ["narration"], "properties": {"narration": {"type": "string"}}}]})
+
+    action: _text(500) | None = None
+    narration: _text(4000, multiline=True) | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self):
+        if self.action is None and self.narration is None:
+            raise ValueError("narration: give the action, the narration or both")
+        return self
+
+
+class Choice(Strict):
+    """Which alternative a turn shows."""
+
+    index: int = Field(ge=0, le=1000)
 
 
 class Game(BaseModel):

@@ -43,10 +43,19 @@ def game_json(session: Mapping[str, Any]) -> dict[str, Any]:
 def turn_json(turn: Mapping[str, Any]) -> dict[str, Any]:
     """Return the client's view of a turn; the narration exactly as it was saved."""
     image = turn.get("image")
+    alternatives = turn.get("alternatives") or [
+        {"narration": turn["narration"], "image": image, "created_at": turn["created_at"]}]
+    chosen = turn.get("chosen", 0)
     return {"n": turn["n"], "action": turn.get("action"), "mode": turn.get("mode") or "do",
             "narration": turn["narration"],
             "image": image_json(image) if image else None,
-            "created_at": _iso(turn["created_at"])}
+            "created_at": _iso(turn["created_at"]),
+            "alternatives": [{"narration": a["narration"],
+                              "image": image_json(image if i == chosen else a["image"])
+                              if (image if i == chosen else a.get("image")) else None,
+                              "created_at": _iso(a["created_at"])}
+                             for i, a in enumerate(alternatives)],
+            "chosen": chosen}
 
 
 def card_json(card: Mapping[str, Any]) -> dict[str, Any]:

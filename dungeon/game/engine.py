@@ -80,8 +80,9 @@ class Committed:
 
     def __post_init__(self):
         # What an Idempotency-Key remembers: enough to answer from fresh state.
-        object.__setattr__(self, "reference", {"session_id": self.session["_id"],
-                                               "n": self.turns[-1]["n"]})
+        object.__setattr__(self, "reference", {
+            "session_id": self.session["_id"],
+            "n": self.turns[-1]["n"] if self.turns else None})
 
 
 class GameEngine:
@@ -102,6 +103,7 @@ class GameEngine:
         self.context_turns = config["NARRATOR_CONTEXT_TURNS"]
         self.context_chars = config["NARRATOR_CONTEXT_CHARS"]
         self.summary_every = config["SUMMARY_EVERY"]
+        self.max_alternatives = config["MAX_ALTERNATIVES"]
         self.cards = cards
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = \
             weakref.WeakValueDictionary()
@@ -317,6 +319,9 @@ class GameEngine:
         return [self._image_now(session, turn) for turn in turns]
 
     def _image_now(self, session: Mapping[str, Any], turn: dict[str, Any]) -> dict[str, Any]:
+        if turn.get("alternatives"):
+            turn = {**turn, "alternatives": [self._alternative_now(a)
+                                             for a in turn["alternatives"]]}
         image = turn.get("image") or {}
         if image.get("status") != "pending":
             return turn
@@ -330,6 +335,16 @@ class GameEngine:
         if slot is None:
             return {**turn, "image": {**image, "status": "failed", "placeholder": True}}
         return {**turn, "image": {**image, **turn_image(slot)}}
+
+    def _alternative_now(self, alternative: dict[str, Any]) -> dict[str, Any]:
+        image = alternative.get("image") or {}
+        if image.get("status") != "pending":
+            return alternative
+        try:
+            slot = self.jobs.find_and_reclaim(image["id"])
+        except PyMongoError:
+            return alternative
+        return {**alternative, "image": {**image, **turn_image(slot)}} if slot else alternative
 
     def _restore_slot(self, session: Mapping[str, Any],
                       turn: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -377,6 +392,81 @@ class GameEngine:
             self.store.set_turn_image(session_id, n, image.get("id"), fresh)
         return Committed(session, [{**turn, "image": fresh}])
 
+    # --- retry, undo, edit --------------------------------------------------------
+
+    def retry_turn(self, user_id: str, session_id: str, n: int, key: str,
+                   settle: bool = False, safety: str | None = None) -> Committed:
+        """Narrate the last turn again from its action and mode, keeping every alternative.
+
+        The new alternative is chosen; the earlier ones stay, each with its
+        image.  A narrator failure changes nothing.
+        """
+        with self._session_lock(session_id):
+            session = self._current(user_id, session_id)
+            turn = self._turn(session, n)
+            alternatives = _alternatives(turn)
+            if settle and any(a.get("request_key") == key for a in alternatives):
+                return Committed(session, [turn], replayed=True)
+            if n != session["turn_count"] - 1:
+                raise Conflict("Only the last turn can be retried.")
+            if turn.get("mode") == "see":
+                raise Conflict("A see turn has no narration to retry; ask for its image again.")
+            if len(alternatives) >= self.max_alternatives:
+                raise Conflict(f"A turn keeps at most {self.max_alternatives} alternatives.")
+            history = self.store.recent_turns(session_id, self.context_turns, before=n)
+            if n == 0 and turn.get("action") is None:
+                context = self._context(session, [], None, "do", turn=0)
+            else:
+                context = self._context(session, history, turn.get("action"),
+                                        turn.get("mode") or "do", turn=n)
+            narration = self._narrate(context)
+            fresh = {"narration": narration.narration, "image_prompt": narration.image_prompt,
+                     "image": None, "created_at": self.store.now(), "request_key": key}
+            if not _makes_image(session.get("image_mode"), turn.get("mode") or "do"):
+                saved = self.store.add_alternative(session, turn, [*alternatives, fresh])
+                return Committed(self._current(user_id, session_id), [saved])
+            request = ImageRequest(narration.image_prompt, session["genre"], session["style"],
+                                   moderation=image_moderation(safety))
+            with self.jobs.for_turn(session_id, n, request, turn.get("expires_at")) as slot:
+                fresh["image"] = turn_image(slot)
+                saved = self.store.add_alternative(session, turn, [*alternatives, fresh])
+            return Committed(self._current(user_id, session_id), [saved])
+
+    def choose(self, user_id: str, session_id: str, n: int, index: int) -> dict[str, Any]:
+        """Show alternative ``index`` of turn ``n``; return the turn."""
+        session = self._current(user_id, session_id)
+        turn = self._turn(session, n)
+        alternatives = _alternatives(turn)
+        if not 0 <= index < len(alternatives):
+            raise NotFound(f"Turn {n} has no alternative {index}.")
+        saved = self.store.choose_alternative(session, {**turn, "alternatives": alternatives},
+                                              index)
+        return self.images_now(session, [saved])[0]
+
+    def undo(self, user_id: str, session_id: str, key: str, settle: bool = False) -> Committed:
+        """Take back the last turn (never the opening) and its images; answer the game."""
+        with self._session_lock(session_id):
+            session = self._current(user_id, session_id)
+            if settle and key in (session.get("undo_keys") or []):
+                return Committed(session, [], replayed=True)
+            session, n = self.store.undo_last(session, key)
+        try:
+            self.jobs.forget(session_id, n)
+        except PyMongoError as exc:  # its slots then wait for their expiry
+            log.warning("undone turn's images not removed", extra=store_error_fields(exc))
+        return Committed(session, [])
+
+    def edit(self, user_id: str, session_id: str, n: int, changes: Mapping[str, str],
+             safety: str | None = None) -> dict[str, Any]:
+        """Change turn ``n``'s action or narration in place (moderated first); its image stays."""
+        self.moderator.check(dict(changes), safety)
+        session = self._current(user_id, session_id)
+        turn = self._turn(session, n)
+        if "action" in changes and turn.get("action") is None:
+            raise Conflict("This turn has no action to edit.")
+        saved = self.store.edit_turn(session, turn, changes)
+        return self.images_now(session, [saved])[0]
+
     # --- story memory and cards ---------------------------------------------------
 
     def update(self, user_id: str, session_id: str, changes: Mapping[str, Any],
@@ -421,6 +511,15 @@ class GameEngine:
         if turn is None:
             raise NotFound(f"Turn {n} does not exist in this game.")
         return turn
+
+
+def _alternatives(turn: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return the turn's alternatives; a turn never retried has its own text as the one."""
+    if turn.get("alternatives"):
+        return [dict(a) for a in turn["alternatives"]]
+    return [{"narration": turn["narration"], "image_prompt": turn.get("image_prompt"),
+             "image": turn.get("image"), "created_at": turn["created_at"],
+             "request_key": turn.get("request_key")}]
 
 
 def _makes_image(image_mode: str | None, mode: str) -> bool:

@@ -320,11 +320,16 @@ class ImageJobs:
         """Make every slot of ``session_id`` expire at ``expires_at``, with the game's turns."""
         self.slots.update_many({"session_id": session_id}, {"$set": {"expires_at": expires_at}})
 
-    def forget(self, session_id: str) -> None:
-        """Delete every slot of a deleted game, and the stored images only it used."""
-        image_ids = {slot.get("image_id") for slot in
-                     self.slots.find({"session_id": session_id}, {"image_id": 1})}
-        self.slots.delete_many({"session_id": session_id})
+    def forget(self, session_id: str, n: int | None = None) -> None:
+        """Delete every slot of a deleted game (or of its undone turn ``n``), and their images.
+
+        Stored images that no other slot uses are collected too.
+        """
+        query: dict[str, Any] = {"session_id": session_id}
+        if n is not None:
+            query["n"] = n
+        image_ids = {slot.get("image_id") for slot in self.slots.find(query, {"image_id": 1})}
+        self.slots.delete_many(query)
         self.collect(image_id for image_id in image_ids if image_id)
 
     def collect(self, image_ids: Iterable[str] | None = None) -> int:

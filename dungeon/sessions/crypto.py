@@ -34,7 +34,8 @@ CANARY_TEXT = "dungeon keyring check"
 
 # The player-written and story fields of each collection, dotted for nesting.
 SESSION_FIELDS = ("title", "plot_essentials", "authors_note", "summary")
-TURN_FIELDS = ("action", "narration", "image_prompt")
+TURN_FIELDS = ("action", "narration", "image_prompt", "alternatives.narration",
+               "alternatives.image_prompt")
 SLOT_FIELDS = ("request.prompt",)
 CARD_FIELDS = ("title", "keys", "text")
 
@@ -153,6 +154,9 @@ def _map_fields(document: Mapping[str, Any], fields: Iterable[str], change) -> d
         if rest:
             if isinstance(result[head], Mapping):
                 result[head] = _map_fields(result[head], [rest], change)
+            elif isinstance(result[head], list):  # a list of documents: each on its own
+                result[head] = [_map_fields(item, [rest], change)
+                                if isinstance(item, Mapping) else item for item in result[head]]
         elif isinstance(result[head], list):  # a list of texts: each on its own
             result[head] = [change(item) for item in result[head]]
         else:

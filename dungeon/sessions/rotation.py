@@ -9,7 +9,10 @@ from typing import Any
 from .crypto import CANARY_ID, CARD_FIELDS, SESSION_FIELDS, SLOT_FIELDS, TURN_FIELDS, FieldCipher
 
 # What holds sealed texts, and which fields.
-ROTATED = (("sessions", SESSION_FIELDS), ("turns", TURN_FIELDS),
+# A turn's alternatives are rewritten as a whole list (their texts inside).
+TURN_TOP_FIELDS = tuple(f for f in TURN_FIELDS if not f.startswith("alternatives.")) + \
+    ("alternatives",)
+ROTATED = (("sessions", SESSION_FIELDS), ("turns", TURN_TOP_FIELDS),
            ("image_slots", SLOT_FIELDS), ("cards", CARD_FIELDS), ("keyring", ("token",)))
 
 
@@ -68,14 +71,27 @@ def rotate(database, cipher: FieldCipher, batch: int = 500,
     return report
 
 
+NESTED_TEXTS = ("narration", "image_prompt")
+
+
 def _texts(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+    if not isinstance(value, list):
+        return [value]
+    texts: list[Any] = []
+    for item in value:
+        if isinstance(item, dict):
+            texts += [item.get(name) for name in NESTED_TEXTS]
+        else:
+            texts.append(item)
+    return texts
 
 
 def _rotated(cipher: FieldCipher, value: Any) -> Any:
-    if isinstance(value, list):
-        return [cipher.rotate(item) for item in value]
-    return cipher.rotate(value)
+    if not isinstance(value, list):
+        return cipher.rotate(value)
+    return [{**item, **{name: cipher.rotate(item.get(name)) for name in NESTED_TEXTS
+                        if name in item}} if isinstance(item, dict) else cipher.rotate(item)
+            for item in value]
 
 
 def _get(document: dict[str, Any], dotted: str) -> Any:

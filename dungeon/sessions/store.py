@@ -35,6 +35,7 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from ..errors import (
+    Conflict,
     ImageReplaced,
     NotCommitted,
     NothingSaved,
@@ -61,6 +62,7 @@ HAS_KEY = {"request_key": {"$type": "string"}}
 # Server errors that refuse a write before applying it: WriteConflict, a bad
 # command or value, an unauthorised or unknown operation.
 REFUSAL_CODES = {2, 9, 13, 14, 59, 112}
+UNDO_KEYS = 20  # request keys of a game's recent undos, so a retry never undoes twice
 
 
 class AlreadyCommitted(NotCommitted):
@@ -301,6 +303,10 @@ class SessionStore:
                                    sort=[("n", DESCENDING)])
         if last is None or last["n"] < document["turn_count"]:
             return document
+        if last["_id"] in _undone_ids(document):
+            # An undo's commit landed but its clean-up did not: finish it.
+            self._quietly("finish an undo", self.turns.delete_one, {"_id": last["_id"]})
+            return document
         log.warning("session turn count repaired from %s to %s", document["turn_count"],
                     last["n"] + 1, extra={"session_id": document["_id"]})
         try:
@@ -404,6 +410,8 @@ class SessionStore:
             earlier = self.turn_by_key(session["_id"], key)
             if earlier is not None:
                 raise AlreadyCommitted(earlier) from None
+            if self._clear_undone(session["_id"], n):
+                return self.commit_turn(session, turn, key)  # the number is free again
             self.cache.invalidate(_key(session))
             self._lookup("conflict")
             log.info("turn %s already taken: stale copy of the session", n,
@@ -411,31 +419,139 @@ class SessionStore:
             raise SessionConflict() from None
         update = {"$max": {"turn_count": n + 1}, "$inc": {"version": 1},
                   "$set": {"updated_at": now, "last_active_at": now, **expiry}}
-        advanced = self._advance(session, n, update)
+        advanced = self._advance(session, n, update, document["_id"])
         # The next load of this version finds its turns here.
         self.turn_cache.extend(session["_id"], session["version"], advanced["version"],
                                document, self.keep_turns)
         return advanced, document
+
+    def _clear_undone(self, session_id: str, n: int) -> bool:
+        """Delete turn ``n`` if an undo took it but did not finish; return True if it did."""
+        fresh = self.sessions.find_one({"_id": session_id}, {"undone": 1}) or {}
+        taken = self.turns.find_one({"session_id": session_id, "n": n}, {"_id": 1})
+        if taken is None or taken["_id"] not in _undone_ids(fresh):
+            return False
+        self.turns.delete_one({"_id": taken["_id"]})
+        return True
+
+    # --- undo, alternatives, edits ------------------------------------------------
+
+    def undo_last(self, session: Mapping[str, Any], key: str) -> tuple[dict[str, Any], int]:
+        """Take back the last turn (never the opening); return the game and the number undone.
+
+        The commit point is the session's count going down, guarded by the
+        version and the count, so a concurrent action or undo makes this one
+        a SessionConflict with nothing changed.  The turn is deleted after;
+        until then its id waits in ``undone``, so a load, a commit on that
+        number and a retry all know it is gone.  ``key`` is kept among the
+        game's recent undo keys, so a retry with it never undoes a second turn.
+        """
+        n = session["turn_count"] - 1
+        if n < 1:
+            raise Conflict("The opening of a game cannot be undone.")
+        turn = self.turns.find_one({"session_id": session["_id"], "n": n}, {"_id": 1})
+        if turn is None:
+            self.forget_cached(session["user_id"], session["_id"])
+            raise SessionConflict()
+        now = self.now()
+        document = self._session(self.sessions.find_one_and_update(
+            {"_id": session["_id"], "user_id": session["user_id"],
+             "version": session["version"], "turn_count": n + 1},
+            {"$set": {"turn_count": n, "updated_at": now, "last_active_at": now},
+             "$inc": {"version": 1},
+             "$push": {"undone": {"turn_id": turn["_id"], "n": n},
+                       "undo_keys": {"$each": [key], "$slice": -UNDO_KEYS}}},
+            return_document=ReturnDocument.AFTER))
+        self.forget_cached(session["user_id"], session["_id"])
+        if document is None:
+            raise SessionConflict()
+        self._quietly("delete an undone turn", self.turns.delete_one, {"_id": turn["_id"]})
+        self._quietly("finish an undo", self.sessions.update_one, {"_id": session["_id"]},
+                      {"$pull": {"undone": {"turn_id": turn["_id"]}}})
+        self.cache.put(_key(document), document)
+        return document, n
+
+    def add_alternative(self, session: Mapping[str, Any], turn: Mapping[str, Any],
+                        alternatives: list[dict[str, Any]]) -> dict[str, Any]:
+        """Give ``turn`` its list of alternatives, the last one chosen; return the turn.
+
+        Guarded on the count of alternatives it replaces: a concurrent retry
+        makes this one an ImageReplaced conflict with nothing written.
+        """
+        alternatives = _with_current_image(turn, alternatives)
+        chosen = alternatives[-1]
+        fields = {"alternatives": alternatives, "chosen": len(alternatives) - 1,
+                  "alt_count": len(alternatives), "narration": chosen["narration"],
+                  "image_prompt": chosen["image_prompt"], "image": chosen.get("image")}
+        return self._rewrite_turn(session, turn, fields)
+
+    def choose_alternative(self, session: Mapping[str, Any], turn: Mapping[str, Any],
+                           index: int) -> dict[str, Any]:
+        """Show alternative ``index`` of ``turn``; return the turn."""
+        alternatives = _with_current_image(turn, turn["alternatives"])
+        chosen = alternatives[index]
+        fields = {"alternatives": alternatives, "chosen": index, "alt_count": len(alternatives),
+                  "narration": chosen["narration"], "image_prompt": chosen["image_prompt"],
+                  "image": chosen.get("image")}
+        return self._rewrite_turn(session, turn, fields)
+
+    def edit_turn(self, session: Mapping[str, Any], turn: Mapping[str, Any],
+                  changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a turn's action or narration in place (its image stays); return the turn."""
+        fields = dict(changes)
+        if "narration" in fields and turn.get("alternatives"):
+            alternatives = [dict(a) for a in turn["alternatives"]]
+            alternatives[turn.get("chosen", 0)]["narration"] = fields["narration"]
+            fields["alternatives"] = alternatives
+        fields["alt_count"] = turn.get("alt_count", 1)
+        return self._rewrite_turn(session, turn, fields)
+
+    def _rewrite_turn(self, session: Mapping[str, Any], turn: Mapping[str, Any],
+                      fields: dict[str, Any]) -> dict[str, Any]:
+        # The version moves first, as for an image retry: no copy elsewhere
+        # outlives the change, whatever becomes of the turn's write.
+        try:
+            self.sessions.update_one({"_id": session["_id"]}, {"$inc": {"version": 1}})
+        except PyMongoError as exc:
+            raise NothingSaved() from exc
+        count = turn.get("alt_count", 1)
+        guard = {"alt_count": count} if "alt_count" in turn else {"alt_count": {"$exists": False}}
+        try:
+            updated = self._turn(self.turns.find_one_and_update(
+                {"_id": turn["_id"], **guard}, {"$set": self._sealed_turn(fields)},
+                return_document=ReturnDocument.AFTER))
+        finally:
+            self.forget_cached(session["user_id"], session["_id"])
+        if updated is None:
+            raise ImageReplaced("This turn changed meanwhile; load the game again.")
+        return updated
 
     def settle(self, session: dict[str, Any], turn: Mapping[str, Any]) -> dict[str, Any]:
         """Return ``session`` counting the committed ``turn``, repairing the count if it lags."""
         if session["turn_count"] > turn["n"]:
             return session
         return self._advance(session, turn["n"], {"$max": {"turn_count": turn["n"] + 1},
-                                                  "$inc": {"version": 1}})
+                                                  "$inc": {"version": 1}}, turn["_id"])
 
-    def _advance(self, session: dict[str, Any], n: int, update: dict[str, Any]) -> dict[str, Any]:
+    def _advance(self, session: dict[str, Any], n: int, update: dict[str, Any],
+                 turn_id: Any) -> dict[str, Any]:
         guard = {"_id": session["_id"], "user_id": session["user_id"]}
         try:
             document = self.sessions.find_one_and_update(
                 {**guard, "version": session["version"]}, update,
                 return_document=ReturnDocument.AFTER)
             if document is None:
-                # Someone else moved the version (a repair, another process's
-                # touch); the turn is committed all the same, and $max keeps
-                # the count from going backwards.
+                # Someone else moved the version (a repair, an image retry);
+                # the turn counts all the same while the count still reaches
+                # it ($max never takes it back).  A count below it means an
+                # undo took the turn before ours: ours would leave a gap.
                 document = self.sessions.find_one_and_update(
-                    guard, update, return_document=ReturnDocument.AFTER)
+                    {**guard, "turn_count": {"$in": [n, n + 1]}}, update,
+                    return_document=ReturnDocument.AFTER)
+                if document is None and self.exists(session["_id"]):
+                    self.turns.delete_one({"_id": turn_id})
+                    self.forget_cached(session["user_id"], session["_id"])
+                    raise SessionConflict()
             document = self._session(document)
         except PyMongoError as exc:
             # The turn is stored: that is the commit.  The session's count
@@ -446,7 +562,7 @@ class SessionStore:
             return {**session, **update.get("$set", {}),
                     "turn_count": max(session["turn_count"], n + 1)}
         if document is None:
-            self.turns.delete_one({"session_id": session["_id"], "n": n})
+            self.turns.delete_one({"_id": turn_id})
             self._miss("not_found", session["user_id"], session["_id"], "deleted during a turn")
         self.cache.put(_key(document), document)
         return document
@@ -666,6 +782,20 @@ def _refused(error: PyMongoError) -> bool:
     return isinstance(error, OperationFailure) and not isinstance(
         error, (WTimeoutError, WriteConcernError, ExecutionTimeout)) and \
         error.code in REFUSAL_CODES
+
+
+def _with_current_image(turn: Mapping[str, Any],
+                        alternatives: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return ``alternatives`` with the shown one's image as the turn now shows it."""
+    alternatives = [dict(a) for a in alternatives]
+    shown = turn.get("chosen", 0)
+    if 0 <= shown < len(alternatives):
+        alternatives[shown]["image"] = turn.get("image")
+    return alternatives
+
+
+def _undone_ids(session: Mapping[str, Any]) -> set[Any]:
+    return {entry.get("turn_id") for entry in session.get("undone") or []}
 
 
 def _expired(document: Mapping[str, Any], now: datetime) -> bool:
