@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import date
 from types import MappingProxyType
@@ -185,6 +187,8 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     cards: CardStore | None = None
     coherence = Coherence(_coherence_mode(config, mongo_client))
     cipher = FieldCipher.from_config(config)
+    digest_secret = _digest_secret(config)
+    moderator = TextModerator(config)
     sessions = SessionStore(database, config, app_metrics, **{"coherence": coherence,
                                                               "cipher": cipher,
                                                               **store_options},
@@ -202,8 +206,9 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
     keys = IdempotencyStore(database.get_collection("idempotency_keys", write_concern=concern,
                                                     read_preference=ReadPreference.PRIMARY),
                             config["IDEMPOTENCY_HOURS"], config["IDEMPOTENCY_LEASE_SECONDS"],
-                            sessions.now)
-    users = UserStore(database, config, write_concern=concern, **auth_options)
+                            sessions.now, secret=digest_secret)
+    users = UserStore(database, config, write_concern=concern, secret=digest_secret,
+                      **auth_options)
     cards = CardStore(database, cipher, sessions.now, write_concern=concern)
     keyring = Keyring(cipher, database.get_collection("keyring", write_concern=concern))
     indexes = db.IndexSetup((keyring, sessions, jobs, keys, image_store, users, cards))
@@ -214,8 +219,8 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
         config=config, plugin_manager=pm, providers=providers, narrators=narrators,
         metrics=app_metrics, db=database, indexes=indexes, image_store=image_store,
         images=images, sessions=sessions, jobs=jobs, idempotency=keys,
-        game=GameEngine(sessions, narrator, jobs, app_metrics, config,
-                        TextModerator(config), cards),
+        game=GameEngine(sessions, narrator, jobs, app_metrics, config, moderator, cards),
+        moderator=moderator,
         signer=TokenSigner(config, revocations=users), limiter=_limiter(config, app_metrics),
         users=users)
 
@@ -223,6 +228,16 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
 def _limiter(config: Mapping[str, Any], app_metrics: metrics.Metrics) -> RateLimiter:
     limiter = RateLimiter(config, app_metrics)
     return limiter
+
+
+def _digest_secret(config: Mapping[str, Any]) -> bytes:
+    """The key of stored digests (request fingerprints, link codes), derived from SECRET_KEY.
+
+    Without SECRET_KEY (development only) a random one per process, as the
+    token signer's.
+    """
+    secret = config["SECRET_KEY"] or secrets.token_urlsafe(32)
+    return hashlib.sha256(b"dungeon stored digests\0" + secret.encode()).digest()
 
 
 def _coherence_mode(config: Mapping[str, Any], mongo_client: Any) -> str:

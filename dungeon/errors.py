@@ -228,6 +228,16 @@ class NarratorUnavailable(ServiceUnavailable):
     message = "The narrator is unavailable; nothing was saved. Try the action again."
 
 
+class NarratorBusy(NarratorUnavailable):
+    """503: this process narrates as many turns as it may at once; nothing was saved."""
+
+    code = "narrator_busy"
+    message = "The narrator is busy with other stories; nothing was saved. Try again shortly."
+
+    def __init__(self, message: str | None = None, **kwargs: Any):
+        super().__init__(message, headers={"Retry-After": "5"}, **kwargs)
+
+
 def known_not_committed(exc: BaseException) -> bool:
     """Return True if ``exc`` proves that the write it interrupted saved nothing.
 

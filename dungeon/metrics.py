@@ -80,7 +80,8 @@ class Metrics:
             "every image thread and queue place was taken.", registry=r)
         self.image_waits_declined = Counter(
             "dungeon_image_waits_declined", "?wait=image requests answered at once, by reason "
-            "(busy: the process's wait limit; rate_limited: the client's).", ["reason"],
+            "(busy: the process's wait limit; client_busy: the client's own waits at once; "
+            "rate_limited: the client's rate).", ["reason"],
             registry=r)
         self.image_requests_refused = Counter(
             "dungeon_image_requests_refused", "POST /api/images refused with 503 because the "

@@ -116,17 +116,19 @@ class TextModerator:
                 json={"model": MODEL, "input": [texts[name] for name in names]})
             response.raise_for_status()
             results = response.json()["results"]
-            if len(results) != len(names):
-                raise ValueError("one result per input expected")
+            if len(results) != len(names) or not all(
+                    isinstance(r, dict) and isinstance(r.get("categories"), dict)
+                    for r in results):
+                # An answer that does not say, for each text, what it holds
+                # checks nothing: it counts as a failure (closed).
+                raise ValueError("one result with categories per input expected")
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             log.error("text moderation failed, text refused for now: %s",
                       type(exc).__name__, extra={"status": status})
             raise ModerationUnavailable() from None
-        return {name: {category for category, hit in (result.get("categories") or {}).items()
-                       if hit}
-                for name, result in zip(names, results, strict=True)
-                if isinstance(result, dict)}
+        return {name: {category for category, hit in result["categories"].items() if hit}
+                for name, result in zip(names, results, strict=True)}
 
 
 def image_moderation(level: str | None) -> str:

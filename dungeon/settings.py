@@ -214,6 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WAIT_LIMIT", 32, "int", "Requests per process that may hold their answer for "
             "`?wait=image` at once, well below the server's threads; past it a request answers "
             "at once with the image pending.", minimum=0),
+    Setting("WAITS_PER_CLIENT", 4, "int", "`?wait=image` waits one client address may hold at "
+            "once in a process; past it the answer comes at once with the image pending.",
+            minimum=1),
     Setting("IMAGE_REQUEST_LIMIT", 8, "int", "`POST /api/images` requests per process that may "
             "run the image chain at once; past it they get 503 with `Retry-After`.", minimum=1),
     Setting("IMAGE_HTTP_POOL", 0, "int", "Connections kept open to the OpenAI image API per "
@@ -289,6 +292,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Budget of the narrator's context in characters: story memory, triggered cards, "
             "summary, recent turns and the action; the oldest turns go first past it.",
             minimum=1500),
+    Setting("NARRATION_LIMIT", 32, "int",
+            "Turns one process narrates at once, well below the server's threads; past it an "
+            "action gets 503 `narrator_busy` with `Retry-After`.", minimum=1),
     Setting("MAX_ALTERNATIVES", 10, "int",
             "Alternatives a turn keeps when it is retried (each with its own image).", minimum=1),
     Setting("SUMMARY_EVERY", 5, "int",

@@ -15,6 +15,7 @@ from .images.jobs import ImageJobs
 from .images.service import ImageService
 from .images.store import ImageStore
 from .metrics import Metrics
+from .moderation import TextModerator
 from .ratelimit import RateLimiter
 from .sessions.idempotency import IdempotencyStore
 from .sessions.store import SessionStore
@@ -38,6 +39,7 @@ class Dungeon:
     jobs: ImageJobs
     idempotency: IdempotencyStore
     game: GameEngine
+    moderator: TextModerator
     signer: TokenSigner
     limiter: RateLimiter
     users: UserStore

@@ -39,14 +39,17 @@ def test_a_cache_hit_of_a_current_game_makes_no_database_call(make_app, monkeypa
                                             for t in again["turns"])
 
 
-def test_with_versions_checked_a_hit_reads_one_document(make_app, monkeypatch):
+def test_with_versions_checked_a_hit_reads_two_indexed_documents(make_app, monkeypatch):
     client = _app(make_app, VERSION).test_client()
     auth = guest_headers(client)
     game_id = _played(client, auth)
     client.get(f"/api/games/{game_id}", headers=auth)
     calls = FaultInjector(monkeypatch)
     client.get(f"/api/games/{game_id}", headers=auth)
-    assert [(c.collection, c.operation) for c in calls.calls] == [("sessions", "find_one")]
+    # The game's version by _id, and whether its next turn number is taken (a
+    # turn stored by a process that crashed before counting it).
+    assert [(c.collection, c.operation) for c in calls.calls] == [("sessions", "find_one"),
+                                                                  ("turns", "find_one")]
 
 
 def test_a_turn_played_keeps_the_copy_warm(make_app, monkeypatch):
@@ -127,7 +130,8 @@ def test_the_change_feed_drops_what_other_processes_changed():
         {"_id": {"t": 3}, "ns": {"coll": "turns"}, "documentKey": {"_id": "y"}}])
     coherence, feed = _feed(stream, seen)
     feed.run(rounds=1)
-    assert seen == [("game", "g1"), ("turns", "g2"), ("turns", None)]
+    # Opened without a resume point: what was kept before is dropped first.
+    assert seen == [("reset", None), ("game", "g1"), ("turns", "g2"), ("turns", None)]
     assert coherence.trusted() and feed.resume_token == {"t": 3}
 
 
@@ -146,9 +150,11 @@ def test_a_lost_change_stream_is_distrusted_then_resumed_from_its_token():
 def test_without_change_streams_the_feed_stops_and_versions_are_checked():
     seen = []
     error = OperationFailure("The $changeStream stage is only supported on replica sets", 40573)
-    coherence, feed = _feed(FakeStream([], error=error), seen)
+    stream = FakeStream([], error=error)
+    coherence, feed = _feed(stream, seen)
     feed.run(rounds=5)
-    assert not coherence.trusted() and len(seen) == 1 and seen[0] == ("reset", None)
+    assert not coherence.trusted() and set(seen) == {("reset", None)}
+    assert len(stream.opened) == 1  # not opened again
 
 
 def test_the_embedded_store_warns_once_when_it_holds_too_many_games(make_app, caplog):
@@ -162,3 +168,18 @@ def test_the_embedded_store_warns_once_when_it_holds_too_many_games(make_app, ca
     assert len(warned) == 1 and "DUNGEON_MONGO_URI" in warned[0].getMessage()
     store = client.get("/readyz").json["checks"]["store"]
     assert "DUNGEON_MONGO_URI" in store["warning"]
+
+
+def test_a_turn_stored_by_a_process_that_crashed_is_seen_when_versions_are_checked(
+        make_app, mongo_client):
+    client = _app(make_app, VERSION).test_client()
+    auth = guest_headers(client)
+    game_id = _played(client, auth, actions=1)
+    client.get(f"/api/games/{game_id}", headers=auth)  # cached with two turns
+    turns = mongo_client["dungeon"]["turns"]
+    orphan = {k: v for k, v in turns.find_one({"session_id": game_id, "n": 1}).items()
+              if k != "_id"}
+    orphan.update({"n": 2, "request_key": "crashed"})
+    turns.insert_one(orphan)  # stored, and the process died before advancing the game
+    loaded = client.get(f"/api/games/{game_id}", headers=auth).json
+    assert [t["n"] for t in loaded["turns"]][-1] == 2 and loaded["game"]["turn_count"] == 3

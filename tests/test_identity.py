@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from dungeon.api.schemas import RedeemLink
-from dungeon.users import ALPHABET, CODE_INPUT, normalise_code, utcnow
+from dungeon.users import ALPHABET, CODE_INPUT, code_digest, normalise_code, utcnow
 from tests.conftest import SIGNING_KEY
 from tests.fakes import FakeClock
 from tests.faults import FaultInjector
@@ -450,7 +450,10 @@ def test_the_store_never_holds_a_usable_code(app, client):
     headers = bearer(new_guest(client)["token"])
     code = link_code(client, headers)
     stored = app.extensions["dungeon"].db["link_codes"].find_one()
-    assert stored["_id"] == hashlib.sha256(code.encode()).hexdigest()
+    users = app.extensions["dungeon"].users
+    assert stored["_id"] == code_digest(code, users.secret)
+    # Keyed: a plain hash of the code, which a database reader could reverse, is not stored.
+    assert stored["_id"] != hashlib.sha256(code.encode()).hexdigest()
     assert code not in str(stored)
     indexes = app.extensions["dungeon"].db["link_codes"].index_information()
     assert indexes["expiry_ttl"]["expireAfterSeconds"] == 0

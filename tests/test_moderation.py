@@ -174,3 +174,22 @@ def test_a_mature_player_s_scenes_ask_for_low_image_moderation(make_app):
     slot = app.extensions["dungeon"].db["image_slots"].find_one(
         {"_id": created["turns"][0]["image"]["id"]})
     assert slot["request"]["moderation"] == "low"
+
+
+@pytest.mark.parametrize("answer", [{"results": [None]}, {"results": ["overloaded"]},
+                                    {"results": [{"flagged": True, "categories": ["sexual"]}]}])
+def test_a_moderation_answer_that_says_nothing_fails_closed(make_app, requests_mock, answer):
+    requests_mock.post(MODERATIONS, json=answer)
+    client = _openai_app(make_app).test_client()
+    response = client.post("/api/games", headers=guest_headers(client),
+                           json={**GAME, "custom_prologue": "A quiet village."})
+    assert_error_shape(response, 503, "moderation_unavailable")
+
+
+def test_image_prompts_of_post_images_are_moderated_at_the_players_level(make_app):
+    app = make_app({"IMAGE_PROVIDERS": "placeholder"})
+    client = app.test_client()
+    auth = guest_headers(client)
+    refused = client.post("/api/images", headers=auth,
+                          json={**GAME, "prompt": "naked children, explicitly"})
+    assert_error_shape(refused, 422, "content_refused")

@@ -347,3 +347,19 @@ def test_edit_changes_a_turn_in_place_with_the_checks_of_actions(game_app):
     assert_error_shape(refused, 422, "content_refused")
     assert client.put(f"/api/games/{game_id}/turns/0", headers=auth,
                       json={"action": "x"}).status_code == 409  # the opening has no action
+
+
+def test_past_the_narration_limit_an_action_is_refused_at_once(game_app):
+    app = game_app(NARRATION_LIMIT=1)
+    client = app.test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    engine = app.extensions["dungeon"].game
+    assert engine._narrations.acquire(blocking=False)  # another request is being narrated
+    try:
+        busy = _act(client, auth, game_id, action="look")
+    finally:
+        engine._narrations.release()
+    assert_error_shape(busy, 503, "narrator_busy")
+    assert busy.headers["Retry-After"] == "5"
+    assert _act(client, auth, game_id, action="look").status_code == 201

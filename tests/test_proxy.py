@@ -4,12 +4,21 @@ Slow clients (headers or a body sent a byte at a time) are held by nginx and
 never reach gunicorn, so probes and players keep being answered within a
 second. The same slow clients sent straight at gunicorn hold one thread each;
 with the default thread count the worker keeps threads to spare for them.
+
+Requests that wait on purpose (``?wait=image`` on an image that is not made
+during the test) do reach gunicorn, through nginx or not: at most
+``WAIT_LIMIT`` of them hold a thread, the others are answered at once with
+the image pending, and probes and players are answered within a second
+while they are held.
 """
 
 import contextlib
 import json
 import os
 import pwd
+import re
+import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +40,10 @@ SLOW = 64           # slow connections held open at once
 ANSWER_BOUND = 1.0  # seconds within which every probe must be answered
 HOLD = 3.0          # seconds of probing while the slow connections are held
 STARTUP = 60.0      # generous: a loaded 2-core machine starts slowly
+WAITERS = 64        # ?wait=image requests held open at once
+WAIT_LIMIT = 32     # DUNGEON_WAIT_LIMIT's default: waits one process holds at once
+WAITS_PER_MINUTE = 60  # DUNGEON_RATE_LIMIT_WAITS's default, per client address
+IMAGE_SECONDS = 600.0  # the fake OpenAI's answer time: never within a test
 
 
 def free_port():
@@ -54,33 +67,45 @@ def wait_until_up(url, process, what):
 
 
 def stop(process):
+    """Stop ``process``, then whatever of its process group is left (a gunicorn worker)."""
     process.terminate()
     try:
         process.wait(20)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # started with start_new_session: its own group
 
 
-@pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory):
-    """The service as deployed behind the proxy: embedded store, default threads."""
-    tmp = tmp_path_factory.mktemp("gunicorn")
+@contextlib.contextmanager
+def serving(tmp, **settings):
+    """The service under gunicorn on a free port, embedded store, default threads.
+
+    ``settings`` are environment variables on top of the defaults below.
+    """
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DUNGEON_", "OPENAI_"))},
            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "DUNGEON_BIND": f"127.0.0.1:{port}",
            "DUNGEON_LOAD_ENTRYPOINTS": "false", "DUNGEON_IMAGE_PROVIDERS": "placeholder",
            "DUNGEON_SECRET_KEY": "s" * 40, "DUNGEON_PROXY_HOPS": "1",
-           "DUNGEON_ACCESS_LOG": "/dev/null", "DUNGEON_LOG_LEVEL": "warning"}
+           "DUNGEON_ACCESS_LOG": "/dev/null", "DUNGEON_LOG_LEVEL": "warning", **settings}
     with open(tmp / "gunicorn.log", "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:dungeon.gunicorn_conf"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", process, "gunicorn")
         yield port
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory):
+    """The service as deployed behind the proxy: embedded store, default threads."""
+    with serving(tmp_path_factory.mktemp("gunicorn")) as port:
+        yield port
 
 
 def nginx_conf(tmp, listen, upstream):
@@ -117,22 +142,30 @@ http {{
     return tmp / "nginx.conf"
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory, gunicorn):
-    tmp = tmp_path_factory.mktemp("nginx")
+@contextlib.contextmanager
+def proxying(tmp, upstream):
+    """nginx with the shipped configuration in front of ``upstream``, on a free port."""
     port = free_port()
-    conf = nginx_conf(tmp, port, gunicorn)
+    conf = nginx_conf(tmp, port, upstream)
     checked = subprocess.run([str(NGINX), "-t", "-p", str(tmp), "-c", str(conf),
                               "-e", str(tmp / "error.log")], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     process = subprocess.Popen([str(NGINX), "-p", str(tmp), "-c", str(conf),
                                 "-e", str(tmp / "error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", process, "nginx")
-        yield port, tmp
+        yield port
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, gunicorn):
+    tmp = tmp_path_factory.mktemp("nginx")
+    with proxying(tmp, gunicorn) as port:
+        yield port, tmp
 
 
 class SlowClients:
@@ -205,6 +238,13 @@ def probe_while_held(base, slow):
     """Probe /healthz and a game GET for HOLD seconds; return every answer's latency."""
     game_url, auth = new_game(base)
     rounds_at_start = slow.rounds
+    latencies = probe(base, game_url, auth)
+    assert slow.rounds > rounds_at_start, "the slow clients were not fed during the probes"
+    return latencies
+
+
+def probe(base, game_url, auth):
+    """Probe /healthz and ``game_url`` for HOLD seconds; return every answer's latency."""
     latencies = {"healthz": [], "game": []}
     ends = time.monotonic() + HOLD
     with requests.Session() as http:
@@ -216,7 +256,6 @@ def probe_while_held(base, slow):
                 latencies[name].append(time.perf_counter() - started)
                 assert answer.status_code == 200, (name, answer.status_code, answer.text)
             time.sleep(0.1)
-    assert slow.rounds > rounds_at_start, "the slow clients were not fed during the probes"
     return latencies
 
 
@@ -289,3 +328,190 @@ def test_request_ids_and_body_limit(proxy):
             break
         time.sleep(0.05)
     assert {"client-1", made} <= ids  # nginx's id is the one the app used
+
+
+# --- requests that wait on purpose -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slow_openai():
+    """benchmarks/fake_openai.py answering images only after IMAGE_SECONDS: waits really hold."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "fake_openai.py"), "--port", str(port),
+         "--latency", str(IMAGE_SECONDS), "--max-seconds", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/stats", process, "the fake OpenAI server")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def waiting_service(tmp, openai_url, **settings):
+    """The service with gpt-image-2 pointed at the slow fake, so every image stays pending."""
+    with serving(tmp, DUNGEON_IMAGE_PROVIDERS="gpt-image-2,placeholder",
+                 OPENAI_API_KEY="sk-test-never-used-elsewhere", OPENAI_BASE_URL=openai_url,
+                 DUNGEON_NARRATOR="local",
+                 # Held waits end only with the worker: stop it soon after the test.
+                 DUNGEON_GRACEFUL_TIMEOUT="2", **settings) as port:
+        yield port
+
+
+class Waiters:
+    """``count`` keep-alive connections, each sending one whole ``GET path`` and then waiting.
+
+    A thread collects each answer's status (None: closed without one) as it
+    arrives and then closes that connection, as a client does once it has
+    its answer; it stops by itself after ``max_seconds``. Leaving the block
+    closes every connection, answered or still held.
+    """
+
+    def __init__(self, port, path, count, max_seconds=60.0):
+        self.port, self.path, self.count, self.max_seconds = port, path, count, max_seconds
+        self.sockets, self.answers = [], {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.selector = selectors.DefaultSelector()
+
+    def __enter__(self):
+        request = f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        try:
+            for i in range(self.count):
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                self.sockets.append(sock)
+                sock.sendall(request)
+                sock.setblocking(False)
+                self.selector.register(sock, selectors.EVENT_READ, i)
+        except BaseException:
+            self._close()
+            raise
+        self.thread = threading.Thread(target=self._collect, daemon=True)
+        self.thread.start()
+        return self
+
+    def _collect(self):
+        ends = time.monotonic() + self.max_seconds
+        received = {}
+        while not self.stopped.is_set() and time.monotonic() < ends and self.selector.get_map():
+            for key, _ in self.selector.select(timeout=0.05):
+                try:
+                    data = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                received[key.data] = received.get(key.data, b"") + data
+                if b"\r\n" in received[key.data] or not data:
+                    line = received[key.data].split(b"\r\n", 1)[0]
+                    status = re.match(rb"HTTP/1\.[01] (\d{3}) ", line)
+                    with self.lock:
+                        self.answers[key.data] = int(status.group(1)) if status else None
+                    self.selector.unregister(key.fileobj)
+                    # A client that keeps a connection the server is closing
+                    # holds gunicorn's event loop for a while (docs/serving.md).
+                    key.fileobj.close()
+
+    def statuses(self):
+        """Return the statuses answered so far."""
+        with self.lock:
+            return list(self.answers.values())
+
+    def held(self):
+        """Return how many connections have no answer yet."""
+        with self.lock:
+            return self.count - len(self.answers)
+
+    def wait_for_answers(self, at_least, seconds):
+        deadline = time.monotonic() + seconds
+        while len(self.statuses()) < at_least and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.statuses()
+
+    def _close(self):
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.selector.close()
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        if hasattr(self, "thread"):
+            self.thread.join(5)
+        self._close()
+
+
+def declined(port):
+    """Return the waits the service answered at once, by reason (its /metrics, loopback)."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {reason: float(count) for reason, count in re.findall(
+        r'^dungeon_image_waits_declined_total\{reason="(\w+)"\} ([\d.e+]+)$', text, re.M)}
+
+
+def pending_game(base):
+    """Create a game whose opening image is pending; return its URL, auth and image slot."""
+    game_url, auth = new_game(base)
+    turns = requests.get(game_url, headers=auth, timeout=10).json()["turns"]
+    image = turns[0]["image"]
+    assert image["status"] == "pending", image
+    return game_url, auth, image["id"]
+
+
+@contextlib.contextmanager
+def held_waiters(port, slot, service_port):
+    """Open WAITERS waits on ``slot`` through ``port``; enter once those not held answered."""
+    with Waiters(port, f"/api/images/{slot}?wait=image", WAITERS) as waiters:
+        # Past WAIT_LIMIT a wait is answered at once; "at once" on a loaded
+        # machine gets a generous bound, the probes are what must be quick.
+        statuses = waiters.wait_for_answers(WAITERS - WAIT_LIMIT, 20)
+        assert len(statuses) >= WAITERS - WAIT_LIMIT, (statuses, declined(service_port))
+        assert set(statuses) <= {200, 202}, statuses
+        assert statuses.count(202) >= WAITERS - WAIT_LIMIT  # the image is still pending
+        yield waiters
+
+
+def check_waiters_after_probes(waiters, service_port):
+    # No wait ended in an error or a dropped connection; the rest still hold.
+    statuses = waiters.statuses()
+    assert set(statuses) <= {200, 202}, statuses
+    assert 1 <= waiters.held() <= WAIT_LIMIT, (waiters.held(), statuses)
+    reasons = declined(service_port)
+    assert sum(reasons.values()) == len(statuses), reasons  # each answered at once, by a reason
+    return reasons
+
+
+@needs_nginx
+def test_held_waits_behind_nginx_leave_probes_and_players_answered(tmp_path, slow_openai):
+    # No per-address limit on waits: all 64 reach the process's WAIT_LIMIT.
+    with waiting_service(tmp_path, slow_openai, DUNGEON_RATE_LIMIT_WAITS="") as app_port, \
+            proxying(tmp_path, app_port) as port:
+        base = f"http://127.0.0.1:{port}"
+        game_url, auth, slot = pending_game(base)
+        with held_waiters(port, slot, app_port) as waiters, SlowClients(port, SLOW) as slow:
+            rounds_at_start = slow.rounds
+            latencies = probe(base, game_url, auth)  # the game whose image is waited on
+            probes_ended = time.monotonic()
+            assert slow.rounds > rounds_at_start, "the slow clients were not fed during the probes"
+            # nginx cuts a slow-header client after client_header_timeout (10 s).
+            assert slow.first_drop is None or slow.first_drop > probes_ended
+            reasons = check_waiters_after_probes(waiters, app_port)
+    assert reasons.get("rate_limited", 0) == 0 and reasons.get("busy", 0) >= WAITERS - WAIT_LIMIT
+    for name, seen in latencies.items():
+        assert len(seen) >= 3, name
+        assert max(seen) < ANSWER_BOUND, (name, sorted(seen)[-3:])
+
+
+def test_held_waits_straight_at_gunicorn_leave_probes_and_players_answered(tmp_path,
+                                                                           slow_openai):
+    # The default per-address limit: past 60 a minute the rest are declined by it.
+    with waiting_service(tmp_path, slow_openai, DUNGEON_PROXY_HOPS="0") as port:
+        base = f"http://127.0.0.1:{port}"
+        game_url, auth, slot = pending_game(base)
+        with held_waiters(port, slot, port) as waiters:
+            latencies = probe(base, game_url, auth)
+            reasons = check_waiters_after_probes(waiters, port)
+    assert 1 <= reasons.get("rate_limited", 0) <= WAITERS - WAITS_PER_MINUTE
+    assert reasons.get("busy", 0) >= 1
+    for name, seen in latencies.items():
+        assert len(seen) >= 3, name
+        assert max(seen) < ANSWER_BOUND, (name, sorted(seen)[-3:])

@@ -323,7 +323,7 @@ def test_idempotency_claims_lease_and_take_over(database, now):
     from dungeon.errors import IdempotencyConflict
     from dungeon.sessions.idempotency import IdempotencyStore
 
-    keys = IdempotencyStore(database["idempotency_keys"], 24, 60, now)
+    keys = IdempotencyStore(database["idempotency_keys"], 24, 60, now, secret=b"test")
     keys.ensure_indexes()
     claim = keys.claim("u_alice", "k", "digest")
     with pytest.raises(IdempotencyConflict) as held:

@@ -187,12 +187,11 @@ def test_a_claim_left_by_a_dead_process_is_taken_over_after_its_lease(world, now
     state = app.extensions["dungeon"]
     user = client.get("/api/games", headers=auth)  # any authenticated call: learn nothing
     assert user.status_code == 200
-    from dungeon.sessions.idempotency import fingerprint
 
     user_id = state.signer.user_for(auth["Authorization"].split()[1])
     body = dict(GAME)
     state.db["idempotency_keys"].insert_one({
-        "_id": f"{user_id}:killed", "digest": fingerprint("create_game", body),
+        "_id": f"{user_id}:killed", "digest": state.idempotency.digest("create_game", body),
         "state": "running", "owner": "dead-process", "created_at": now(),
         "lease_until": now() + timedelta(seconds=120), "expires_at": now() + timedelta(hours=1)})
     early = client.post("/api/games", json=body, headers={**auth, "Idempotency-Key": "killed"})
@@ -466,13 +465,12 @@ def test_a_key_reused_after_its_record_expired_names_a_new_request(world):
 
 
 def test_a_record_kept_by_an_earlier_release_is_replayed_verbatim(world, now):
-    from dungeon.sessions.idempotency import fingerprint
 
     app, client, auth = world
     state = app.extensions["dungeon"]
     user_id = state.signer.user_for(auth["Authorization"].split()[1])
     state.db["idempotency_keys"].insert_one({
-        "_id": f"{user_id}:old", "digest": fingerprint("create_game", dict(GAME)),
+        "_id": f"{user_id}:old", "digest": state.idempotency.digest("create_game", dict(GAME)),
         "state": "done", "answer": {"status": 201, "body": {"game": {"id": "kept"}}},
         "created_at": now(), "expires_at": now() + timedelta(hours=1)})
     replay = client.post("/api/games", json=GAME, headers={**auth, "Idempotency-Key": "old"})

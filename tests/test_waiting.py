@@ -82,3 +82,17 @@ def test_a_full_image_queue_is_counted(make_app):
         gated.gate.set()
     assert app.extensions["dungeon"].metrics.sample(
         "dungeon_image_queue_overflows_total") == 1
+
+
+def test_one_client_cannot_hold_every_wait(make_app):
+    app, client, auth, created, gated = _pending_game(make_app, {"WAITS_PER_CLIENT": 1})
+    jobs = app.extensions["dungeon"].jobs
+    assert jobs._client_may_wait("127.0.0.1")  # this address already holds its one wait
+    try:
+        response = client.get(created["turns"][0]["image"]["url"] + "?wait=image")
+        assert response.status_code == 202
+    finally:
+        jobs._client_done("127.0.0.1")
+        gated.gate.set()
+    assert app.extensions["dungeon"].metrics.sample(
+        "dungeon_image_waits_declined_total", {"reason": "client_busy"}) == 1

@@ -18,7 +18,7 @@ from .. import logs
 from ..auth import require_user
 from ..errors import ValidationFailed, known_not_committed, store_error_fields
 from ..game.engine import Committed, GameStart
-from ..sessions.idempotency import fingerprint, request_key
+from ..sessions.idempotency import request_key
 from ..state import get_state
 from .schemas import (
     Action,
@@ -146,7 +146,8 @@ def retry_turn_image(path: TurnPath, query: Waiting, header: IdempotencyHeader):
     """Ask again for a turn's image when it ended as a placeholder."""
 
     def run(key: str, settle: bool) -> Committed:
-        return _engine().retry_image(g.user_id, path.session_id, path.n, key, settle)
+        return _engine().retry_image(g.user_id, path.session_id, path.n, key, settle,
+                                     _safety())
 
     def answer(committed: Committed):
         _maybe_wait(query, committed.turns)
@@ -227,9 +228,9 @@ def list_cards(path: GamePath):
 def create_card(path: GamePath, body: CardBody, header: IdempotencyHeader):
     """Add a story card (at most 50 a game); a retry with its Idempotency-Key gets the same card."""
     key = header.idempotency_key or request_key()
+    digest = get_state().idempotency.digest("create_card", body.model_dump())
     card, replayed = _engine().add_card(g.user_id, path.session_id, body.model_dump(),
-                                        f"{key}:{fingerprint('create_card', body.model_dump())}",
-                                        _safety())
+                                        f"{key}:{digest}", _safety())
     return {"card": card_json(card)}, 201, ({"Idempotent-Replayed": "true"} if replayed else {})
 
 
@@ -281,7 +282,7 @@ def _idempotent(route: str, body: dict[str, Any], header: IdempotencyHeader, lim
     """
     key = header.idempotency_key
     state = get_state()
-    claim = state.idempotency.claim(g.user_id, key, fingerprint(route, body)) \
+    claim = state.idempotency.claim(g.user_id, key, state.idempotency.digest(route, body)) \
         if key is not None else None
     if claim is not None and claim.legacy_answer is not None:
         earlier = claim.legacy_answer
@@ -336,7 +337,7 @@ def _maybe_wait(query: Waiting, turns: list[dict[str, Any]]) -> None:
         return
     for turn in turns:
         if turn.get("image"):
-            get_state().jobs.wait(turn["image"]["id"])
+            get_state().jobs.wait(turn["image"]["id"], client=request.remote_addr or "unknown")
 
 
 def _encode_cursor(session: dict[str, Any]) -> str:

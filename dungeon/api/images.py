@@ -11,6 +11,7 @@ from ..auth import require_user
 from ..errors import ImageNotFound
 from ..images.jobs import valid_slot_id
 from ..images.types import ImageRequest
+from ..moderation import image_moderation
 from ..state import get_state
 from .schemas import ImageAnswer, ImageAsk, ImagePath, PendingImage, Waiting
 from .views import image_url, may_wait, responses
@@ -48,9 +49,12 @@ def create_image(body: ImageAsk):
     Never fails for want of a provider: the genre's placeholder answers last
     (`placeholder: true`).
     """
-    get_state().limiter.check("images", g.user_id)
-    result = get_state().images.generate_for_client(
-        ImageRequest(**body.model_dump(exclude_none=True)))
+    state = get_state()
+    state.limiter.check("images", g.user_id)
+    safety = state.users.safety_level(g.user_id)
+    state.moderator.check({"prompt": body.prompt}, safety)
+    result = state.images.generate_for_client(ImageRequest(
+        **body.model_dump(exclude_none=True), moderation=image_moderation(safety)))
     found = result.to_dict()
     image = {"id": found.pop("image_id"), "url": image_url(result.image_id), "status": "ready",
              **found}
@@ -106,7 +110,7 @@ def _slot(slot_id: str, query: Waiting) -> dict:
     if slot is None or not state.sessions.exists(slot["session_id"]):
         raise ImageNotFound()
     if slot["status"] == "pending" and query.wait == "image" and may_wait():
-        jobs.wait(slot_id)
+        jobs.wait(slot_id, client=request.remote_addr or "unknown")
         slot = jobs.find_and_reclaim(slot_id) or slot
     return slot
 

@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 from ..catalog import GENRES
 from ..errors import (
     Conflict,
+    NarratorBusy,
     NarratorUnavailable,
     NotFound,
     SessionConflict,
@@ -104,6 +105,7 @@ class GameEngine:
         self.context_chars = config["NARRATOR_CONTEXT_CHARS"]
         self.summary_every = config["SUMMARY_EVERY"]
         self.max_alternatives = config["MAX_ALTERNATIVES"]
+        self._narrations = threading.BoundedSemaphore(config["NARRATION_LIMIT"])
         self.cards = cards
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = \
             weakref.WeakValueDictionary()
@@ -242,6 +244,18 @@ class GameEngine:
             log.warning("story summary not refreshed", extra=store_error_fields(exc))
 
     def _narrate(self, context: NarrationContext) -> Narration:
+        # A narration holds a request thread for up to the narrator's
+        # timeouts: past NARRATION_LIMIT at once, the next one is refused
+        # rather than queued, so narrations never take every thread.
+        if not self._narrations.acquire(blocking=False):
+            self.metrics.narrator_attempts.labels(self.narrator.name, "busy").inc()
+            raise NarratorBusy()
+        try:
+            return self._narrate_now(context)
+        finally:
+            self._narrations.release()
+
+    def _narrate_now(self, context: NarrationContext) -> Narration:
         started, name = time.perf_counter(), self.narrator.name
         try:
             narration = self.narrator.narrate(context)
@@ -369,7 +383,7 @@ class GameEngine:
             raise SessionNotFound()
 
     def retry_image(self, user_id: str, session_id: str, n: int, key: str,
-                    settle: bool = False) -> Committed:
+                    settle: bool = False, safety: str | None = None) -> Committed:
         """Make turn ``n``'s image again when it ended as a placeholder, or at all if it has none.
 
         A turn keeps its image prompt, so any turn can have its picture made
@@ -386,7 +400,8 @@ class GameEngine:
             raise Conflict("This turn's image is still being made.")
         if image and not image.get("placeholder"):
             raise Conflict("This turn already has its image.")
-        request = ImageRequest(_image_prompt(turn), session["genre"], session["style"])
+        request = ImageRequest(_image_prompt(turn), session["genre"], session["style"],
+                               moderation=image_moderation(safety))
         with self.jobs.for_turn(session_id, n, request, turn.get("expires_at")) as slot:
             fresh = {**turn_image(slot), "request_key": key}
             self.store.set_turn_image(session_id, n, image.get("id"), fresh)

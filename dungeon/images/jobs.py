@@ -24,6 +24,7 @@ import re
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -87,6 +88,8 @@ class ImageJobs:
         self.waiters = threading.BoundedSemaphore(config["WAIT_LIMIT"]) \
             if config["WAIT_LIMIT"] else None
         self.metrics = images.metrics
+        self.waits_per_client = config["WAITS_PER_CLIENT"]
+        self._client_waits: Counter = Counter()
         self.futures: dict[str, Future] = {}
         self.lock = threading.Lock()
 
@@ -213,23 +216,48 @@ class ImageJobs:
 
     # --- reading -----------------------------------------------------------------
 
-    def wait(self, slot_id: str, timeout: float | None = None) -> bool:
+    def wait(self, slot_id: str, timeout: float | None = None, client: str | None = None) -> bool:
         """Wait up to ``timeout`` seconds (default: the image deadline) for a slot's image.
 
         A slot this process works on is waited for directly; one that another
         worker makes is polled in the database.  At most ``WAIT_LIMIT``
-        requests of a process wait at once: past it this returns False at
-        once, and the caller answers with the image still pending.
+        requests of a process wait at once, and at most ``WAITS_PER_CLIENT``
+        of one ``client`` (address), so no one client holds every wait:
+        past either this returns False at once, and the caller answers with
+        the image still pending.
         """
-        if self.waiters is None or not self.waiters.acquire(blocking=False):
-            self.metrics.image_waits_declined.labels("busy").inc()
-            log.info("image wait declined: the process's wait limit is reached")
+        if not self._client_may_wait(client):
+            self.metrics.image_waits_declined.labels("client_busy").inc()
             return False
-        try:
-            self._wait(slot_id, self.wait_limit if timeout is None else timeout)
+        try:  # the client's place is given back, whatever happens
+            if self.waiters is None or not self.waiters.acquire(blocking=False):
+                self.metrics.image_waits_declined.labels("busy").inc()
+                log.info("image wait declined: the process's wait limit is reached")
+                return False
+            try:
+                self._wait(slot_id, self.wait_limit if timeout is None else timeout)
+            finally:
+                self.waiters.release()
+            return True
         finally:
-            self.waiters.release()
-        return True
+            self._client_done(client)
+
+    def _client_may_wait(self, client: str | None) -> bool:
+        if client is None:
+            return True
+        with self.lock:
+            if self._client_waits[client] >= self.waits_per_client:
+                return False
+            self._client_waits[client] += 1
+            return True
+
+    def _client_done(self, client: str | None) -> None:
+        if client is None:
+            return
+        with self.lock:
+            self._client_waits[client] -= 1
+            if self._client_waits[client] <= 0:
+                del self._client_waits[client]
 
     def _wait(self, slot_id: str, timeout: float) -> None:
         with self.lock:

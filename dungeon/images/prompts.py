@@ -50,10 +50,17 @@ def truncate(prompt: str, limit: int | None) -> str:
     return cut[:boundary] if boundary > limit // 2 else cut
 
 
-def fingerprint(prompt: str) -> dict[str, str]:
-    """Return what logs may carry about a prompt: a short hash and its first 200 characters."""
+def fingerprint(prompt: str, head: bool = True) -> dict[str, str]:
+    """Return what logs may carry about a prompt: a short hash, and its first 200 characters.
+
+    Without ``head`` only the hash: a prompt is story text, which must not
+    reach the logs in clear when stories are encrypted at rest.
+    """
     digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
-    return {"prompt_sha256": digest, "prompt_head": prompt[:200]}
+    fields = {"prompt_sha256": digest}
+    if head:
+        fields["prompt_head"] = prompt[:200]
+    return fields
 
 
 class PromptChecker:

@@ -66,6 +66,8 @@ class ImageService:
         self.metrics = metrics
         self.sleep, self.clock, self.jitter = sleep, clock, jitter
         self.checker = checker or PromptChecker(config)
+        # Prompts are story text: kept out of the logs when stories are encrypted.
+        self.log_prompts = not config.get("ENCRYPTION_KEYS")
         self.session = session or requests.Session()
         # A provider whose model is gone: why, and when one trial may check again.
         # POST /api/images runs the chain in a request thread: bounded, so a
@@ -104,7 +106,7 @@ class ImageService:
             request = replace(request, prompt=self.checker.check(request.prompt))
         except PromptRefused as exc:
             log.warning("image prompt refused: %s", "; ".join(exc.reasons),
-                        extra=fingerprint(request.prompt))
+                        extra=fingerprint(request.prompt, self.log_prompts))
             attempts.append(Attempt("prompt_check", "prompt_refused"))
             return self._placeholder(request, attempts, refused=exc.reasons, public=public)
         for name in self.order:
@@ -245,7 +247,8 @@ class ImageService:
         self.metrics.image_attempts.labels(name, outcome).inc()
         self.metrics.image_attempt_seconds.labels(name).observe(elapsed)
         fields = {"provider": name, "model": model, "latency_ms": attempt.ms,
-                  **fingerprint(request.prompt), **(exc.log_fields() if exc else {})}
+                  **fingerprint(request.prompt, self.log_prompts),
+                  **(exc.log_fields() if exc else {})}
         if outcome == "invalid_request":
             # Our request builder sent something the model rejects: a defect.
             log.error("image request rejected as invalid, parameter %s: %s",

@@ -85,22 +85,34 @@ class ChangeFeed:
 
     def run(self, rounds: int | None = None) -> None:
         """Open the stream, follow it, and open it again after each failure (``rounds`` times)."""
-        while not self._stop.is_set() and (rounds is None or rounds > 0):
-            rounds = None if rounds is None else rounds - 1
-            try:
-                self._follow()
-            except PyMongoError as exc:
-                self._lost(exc)
+        try:
+            while not self._stop.is_set() and (rounds is None or rounds > 0):
+                rounds = None if rounds is None else rounds - 1
+                try:
+                    self._follow()
+                except PyMongoError as exc:
+                    self._lost(exc)
+        except Exception:  # the feed is gone: nothing is trusted without it
+            log.exception("change feed stopped")
+            self.coherence.stream(False)
+            self.on_reset()
+            raise
 
     def _follow(self) -> None:
         pipeline = [{"$match": {"ns.coll": {"$in": list(WATCHED)}}}]
+        resumed = self.resume_token is not None
         with self.watch(pipeline=pipeline, resume_after=self.resume_token,
                         full_document="updateLookup") as stream:
+            if not resumed:
+                # Changes made before the stream opened were never delivered:
+                # copies kept until now cannot be trusted.
+                self.on_reset()
             self.coherence.stream(True)
             self.failures = 0
             for change in stream:
                 self._apply(change)
-                self.resume_token = change.get("_id")
+                # The stream's own token also moves on while it is quiet.
+                self.resume_token = getattr(stream, "resume_token", None) or change.get("_id")
                 if self._stop.is_set():
                     return
 

@@ -129,10 +129,9 @@ class FieldCipher:
                               "put the key that wrote them back (after the new one)") from None
         if text != CANARY_TEXT:
             raise ConfigError("ENCRYPTION_KEYS: the keyring check read the wrong text")
-        if self.enabled and not self.current(found["token"]):
-            collection.update_one({"_id": CANARY_ID, "token": found["token"]},
-                                  {"$set": {"token": self.seal(CANARY_TEXT)}})
-        elif not self.enabled:
+        # The canary moves to the first key only with the data (rotate-keys):
+        # until then, a start without the key that wrote the games is refused.
+        if not self.enabled:
             log.warning("ENCRYPTION_KEYS is unset: stories are stored in clear")
         return None
 

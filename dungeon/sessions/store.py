@@ -342,8 +342,13 @@ class SessionStore:
         return turns[-limit:]
 
     def _version_is(self, session_id: str, version: int) -> bool:
-        found = self.sessions.find_one({"_id": session_id}, {"version": 1})
-        return found is not None and found["version"] == version
+        found = self.sessions.find_one({"_id": session_id}, {"version": 1, "turn_count": 1})
+        if found is None or found["version"] != version:
+            return False
+        # A turn stored without its session being advanced (a crash between
+        # the two writes) moves no version: the next number taken tells.
+        return self.turns.find_one({"session_id": session_id, "n": found["turn_count"]},
+                                   {"_id": 1}) is None
 
     def forget_turns(self, session_id: str | None) -> None:
         """Drop this process's copy of a game's recent turns (of every game with None)."""
@@ -508,12 +513,6 @@ class SessionStore:
 
     def _rewrite_turn(self, session: Mapping[str, Any], turn: Mapping[str, Any],
                       fields: dict[str, Any]) -> dict[str, Any]:
-        # The version moves first, as for an image retry: no copy elsewhere
-        # outlives the change, whatever becomes of the turn's write.
-        try:
-            self.sessions.update_one({"_id": session["_id"]}, {"$inc": {"version": 1}})
-        except PyMongoError as exc:
-            raise NothingSaved() from exc
         count = turn.get("alt_count", 1)
         guard = {"alt_count": count} if "alt_count" in turn else {"alt_count": {"$exists": False}}
         try:
@@ -521,7 +520,7 @@ class SessionStore:
                 {"_id": turn["_id"], **guard}, {"$set": self._sealed_turn(fields)},
                 return_document=ReturnDocument.AFTER))
         finally:
-            self.forget_cached(session["user_id"], session["_id"])
+            self._changed(session["_id"])
         if updated is None:
             raise ImageReplaced("This turn changed meanwhile; load the game again.")
         return updated
@@ -641,22 +640,29 @@ class SessionStore:
         no longer shows ``replaced`` (another retry won, or the game was
         deleted), so the new image's slot is given up.
         """
-        # Other processes' copies of the game's turns compare versions: the
-        # version moves first, so whatever becomes of the turn's write, no
-        # copy of the old image outlives it (a move without it costs a reload).
-        try:
-            self.sessions.update_one({"_id": session_id}, {"$inc": {"version": 1}})
-        except PyMongoError as exc:
-            raise NothingSaved() from exc  # the turn was not touched
         try:
             shown = {"image.id": replaced} if replaced is not None else {"image": None}
             result = self.turns.update_one({"session_id": session_id, "n": n, **shown},
                                            {"$set": {"image": dict(image)}})
         finally:
-            self.turn_cache.invalidate(session_id)
-            self.cache.invalidate_session(session_id)
+            self._changed(session_id)
         if result.matched_count == 0:
             raise ImageReplaced()
+
+    def _changed(self, session_id: str) -> None:
+        """After a write to a turn: retire every copy of the game, here and elsewhere.
+
+        The version moves after the turn's write, whatever its outcome: a
+        process that read in between holds the new turn under the old
+        version, which the move then retires.  A move that fails leaves
+        other processes' copies for at most their cache's TTL.
+        """
+        self.turn_cache.invalidate(session_id)
+        self.cache.invalidate_session(session_id)
+        self._quietly("mark the game changed", self.sessions.update_one,
+                      {"_id": session_id}, {"$inc": {"version": 1}})
+        self.turn_cache.invalidate(session_id)
+        self.cache.invalidate_session(session_id)
 
     def turn_names(self, session_id: str, n: int, slot_id: str) -> bool:
         """Return True if turn ``n`` of ``session_id`` exists and shows image slot ``slot_id``."""
