@@ -7,9 +7,9 @@ with the default thread count the worker keeps threads to spare for them.
 
 Requests that wait on purpose (``?wait=image`` on an image that is not made
 during the test) do reach gunicorn, through nginx or not: at most
-``WAIT_LIMIT`` of them hold a thread, the others are answered at once with
-the image pending, and probes and players are answered within a second
-while they are held.
+``WAIT_LIMIT`` of them hold a thread (``WAITS_PER_CLIENT`` of one address),
+the others are answered at once with the image pending, and probes and
+players are answered within a second while they are held.
 """
 
 import contextlib
@@ -42,6 +42,7 @@ HOLD = 3.0          # seconds of probing while the slow connections are held
 STARTUP = 60.0      # generous: a loaded 2-core machine starts slowly
 WAITERS = 64        # ?wait=image requests held open at once
 WAIT_LIMIT = 32     # DUNGEON_WAIT_LIMIT's default: waits one process holds at once
+WAITS_PER_CLIENT = 4   # DUNGEON_WAITS_PER_CLIENT's default: of one address, at once
 WAITS_PER_MINUTE = 60  # DUNGEON_RATE_LIMIT_WAITS's default, per client address
 IMAGE_SECONDS = 600.0  # the fake OpenAI's answer time: never within a test
 
@@ -458,23 +459,27 @@ def pending_game(base):
 
 
 @contextlib.contextmanager
-def held_waiters(port, slot, service_port):
-    """Open WAITERS waits on ``slot`` through ``port``; enter once those not held answered."""
+def held_waiters(port, slot, service_port, held_at_most):
+    """Open WAITERS waits on ``slot`` through ``port``; enter once those not held answered.
+
+    ``held_at_most`` is what the service's limits let one address hold.
+    """
     with Waiters(port, f"/api/images/{slot}?wait=image", WAITERS) as waiters:
-        # Past WAIT_LIMIT a wait is answered at once; "at once" on a loaded
+        # Past the limits a wait is answered at once; "at once" on a loaded
         # machine gets a generous bound, the probes are what must be quick.
-        statuses = waiters.wait_for_answers(WAITERS - WAIT_LIMIT, 20)
-        assert len(statuses) >= WAITERS - WAIT_LIMIT, (statuses, declined(service_port))
+        statuses = waiters.wait_for_answers(WAITERS - held_at_most, 20)
+        assert len(statuses) >= WAITERS - held_at_most, (statuses, declined(service_port))
         assert set(statuses) <= {200, 202}, statuses
-        assert statuses.count(202) >= WAITERS - WAIT_LIMIT  # the image is still pending
+        assert statuses.count(202) >= WAITERS - held_at_most  # the image is still pending
         yield waiters
 
 
-def check_waiters_after_probes(waiters, service_port):
+def check_waiters_after_probes(waiters, service_port, held_at_most):
+    """Check what the design promises of the waits; return the answered-at-once reasons."""
     # No wait ended in an error or a dropped connection; the rest still hold.
     statuses = waiters.statuses()
     assert set(statuses) <= {200, 202}, statuses
-    assert 1 <= waiters.held() <= WAIT_LIMIT, (waiters.held(), statuses)
+    assert 1 <= waiters.held() <= held_at_most, (waiters.held(), statuses)
     reasons = declined(service_port)
     assert sum(reasons.values()) == len(statuses), reasons  # each answered at once, by a reason
     return reasons
@@ -482,20 +487,22 @@ def check_waiters_after_probes(waiters, service_port):
 
 @needs_nginx
 def test_held_waits_behind_nginx_leave_probes_and_players_answered(tmp_path, slow_openai):
-    # No per-address limit on waits: all 64 reach the process's WAIT_LIMIT.
-    with waiting_service(tmp_path, slow_openai, DUNGEON_RATE_LIMIT_WAITS="") as app_port, \
+    # No per-address limits on waits: all 64 reach the process's WAIT_LIMIT.
+    with waiting_service(tmp_path, slow_openai, DUNGEON_RATE_LIMIT_WAITS="",
+                         DUNGEON_WAITS_PER_CLIENT=str(WAITERS)) as app_port, \
             proxying(tmp_path, app_port) as port:
         base = f"http://127.0.0.1:{port}"
         game_url, auth, slot = pending_game(base)
-        with held_waiters(port, slot, app_port) as waiters, SlowClients(port, SLOW) as slow:
+        with held_waiters(port, slot, app_port, WAIT_LIMIT) as waiters, \
+                SlowClients(port, SLOW) as slow:
             rounds_at_start = slow.rounds
             latencies = probe(base, game_url, auth)  # the game whose image is waited on
             probes_ended = time.monotonic()
             assert slow.rounds > rounds_at_start, "the slow clients were not fed during the probes"
             # nginx cuts a slow-header client after client_header_timeout (10 s).
             assert slow.first_drop is None or slow.first_drop > probes_ended
-            reasons = check_waiters_after_probes(waiters, app_port)
-    assert reasons.get("rate_limited", 0) == 0 and reasons.get("busy", 0) >= WAITERS - WAIT_LIMIT
+            reasons = check_waiters_after_probes(waiters, app_port, WAIT_LIMIT)
+    assert set(reasons) == {"busy"} and reasons["busy"] >= WAITERS - WAIT_LIMIT, reasons
     for name, seen in latencies.items():
         assert len(seen) >= 3, name
         assert max(seen) < ANSWER_BOUND, (name, sorted(seen)[-3:])
@@ -503,15 +510,16 @@ def test_held_waits_behind_nginx_leave_probes_and_players_answered(tmp_path, slo
 
 def test_held_waits_straight_at_gunicorn_leave_probes_and_players_answered(tmp_path,
                                                                            slow_openai):
-    # The default per-address limit: past 60 a minute the rest are declined by it.
+    # The default per-address limits: past 60 a minute the rate limit answers
+    # at once, and one address holds at most WAITS_PER_CLIENT waits.
     with waiting_service(tmp_path, slow_openai, DUNGEON_PROXY_HOPS="0") as port:
         base = f"http://127.0.0.1:{port}"
         game_url, auth, slot = pending_game(base)
-        with held_waiters(port, slot, port) as waiters:
+        with held_waiters(port, slot, port, WAITS_PER_CLIENT) as waiters:
             latencies = probe(base, game_url, auth)
-            reasons = check_waiters_after_probes(waiters, port)
-    assert 1 <= reasons.get("rate_limited", 0) <= WAITERS - WAITS_PER_MINUTE
-    assert reasons.get("busy", 0) >= 1
+            reasons = check_waiters_after_probes(waiters, port, WAITS_PER_CLIENT)
+    assert 1 <= reasons.get("rate_limited", 0) <= WAITERS - WAITS_PER_MINUTE, reasons
+    assert reasons.get("client_busy", 0) >= 1, reasons
     for name, seen in latencies.items():
         assert len(seen) >= 3, name
         assert max(seen) < ANSWER_BOUND, (name, sorted(seen)[-3:])
