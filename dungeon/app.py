@@ -19,6 +19,7 @@ from pymongo.read_preferences import ReadPreference
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, db, errors, logs, metrics, requestid, security, settings
+from .api.views import RenderedGames
 from .auth import TokenSigner
 from .errors import ConfigError, UnknownPlugin
 from .game.engine import GameEngine
@@ -221,6 +222,7 @@ def _build_state(app: Flask, plugins: Iterable[object], mongo_client: Any,
         images=images, sessions=sessions, jobs=jobs, idempotency=keys,
         game=GameEngine(sessions, narrator, jobs, app_metrics, config, moderator, cards),
         moderator=moderator,
+        rendered=RenderedGames(ttl=config["SESSION_CACHE_TTL"]),
         signer=TokenSigner(config, revocations=users), limiter=_limiter(config, app_metrics),
         users=users)
 

@@ -40,6 +40,7 @@ class Dungeon:
     idempotency: IdempotencyStore
     game: GameEngine
     moderator: TextModerator
+    rendered: Any  # dungeon.api.views.RenderedGames
     signer: TokenSigner
     limiter: RateLimiter
     users: UserStore

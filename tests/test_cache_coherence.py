@@ -183,3 +183,19 @@ def test_a_turn_stored_by_a_process_that_crashed_is_seen_when_versions_are_check
     turns.insert_one(orphan)  # stored, and the process died before advancing the game
     loaded = client.get(f"/api/games/{game_id}", headers=auth).json
     assert [t["n"] for t in loaded["turns"]][-1] == 2 and loaded["game"]["turn_count"] == 3
+
+
+def test_a_kept_rendered_answer_changes_with_what_it_shows(make_app):
+    client = _app(make_app, LOCAL).test_client()
+    auth = guest_headers(client)
+    game_id = _played(client, auth, actions=1)
+    first = client.get(f"/api/games/{game_id}", headers=auth)
+    again = client.get(f"/api/games/{game_id}", headers=auth)
+    assert first.data == again.data and again.mimetype == "application/json"
+    client.patch(f"/api/games/{game_id}", headers=auth, json={"authors_note": "Darker."})
+    changed = client.get(f"/api/games/{game_id}", headers=auth).json
+    assert changed["game"]["authors_note"] == "Darker."
+    client.post(f"/api/games/{game_id}/actions", json={"action": "on"}, headers=auth)
+    assert client.get(f"/api/games/{game_id}", headers=auth).json["game"]["turn_count"] == 3
+    other = guest_headers(client)
+    assert client.get(f"/api/games/{game_id}", headers=other).status_code == 404

@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from flask.sessions import SessionInterface
 from flask_openapi3 import Info, OpenAPI
 
 from ..errors import validation_error_response
@@ -47,8 +48,23 @@ def openapi_options() -> dict[str, Any]:
     }
 
 
+class NoSessions(SessionInterface):
+    """The API keeps no cookie session (identity is the bearer token): none is opened.
+
+    Flask would otherwise sign and parse a session cookie on every request,
+    because SECRET_KEY, the token signing key, is set.
+    """
+
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        return None
+
+
 def init_app(app: OpenAPI) -> None:
     """Register every route of the service on ``app``."""
+    app.session_interface = NoSessions()
     for blueprint in (operations.bp, auth.bp, catalog.bp, games.bp, images.bp):
         app.register_api(blueprint)
     app.register_blueprint(reference.bp)

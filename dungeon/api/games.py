@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import g, request
+from flask import Response, current_app, g, request
 from flask_openapi3 import APIBlueprint, Tag
 from pymongo.errors import PyMongoError
 
@@ -115,7 +115,15 @@ def list_games(query: GameList):
 def get_game(path: GamePath):
     """Load a saved game with its most recent turns."""
     session, turns = _engine().load(g.user_id, path.session_id)
-    return {"game": game_json(session), "turns": [turn_json(t) for t in turns]}
+    # The answer, once rendered, is kept by everything it shows (views.RenderedGames).
+    rendered = get_state().rendered
+    key = rendered.key(session, turns)
+    body = rendered.get(key)
+    if body is None:
+        body = current_app.json.dumps({"game": game_json(session),
+                                       "turns": [turn_json(t) for t in turns]})
+        rendered.put(key, body)
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/<session_id>/turns", responses=responses({200: Turns}, *COMMON, 404))

@@ -385,8 +385,9 @@ class Turn(BaseModel):
     image: Image | None
     created_at: Timestamp
     alternatives: list[Alternative] = Field(
-        description="Every narration of this turn, the first one first; retrying the last "
-                    "turn adds one. `narration` and `image` are those of `chosen`.")
+        description="Every narration of this turn, the first one first, once it was retried "
+                    "(empty before: `narration` is its one). `narration` and `image` are those "
+                    "of `chosen`.")
     chosen: int
 
 

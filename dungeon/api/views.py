@@ -7,9 +7,11 @@ read, so image URLs are built from a prefix, not by ``url_for`` per turn.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
+from cachetools import TTLCache
 from flask import request
 
 from .schemas import _iso
@@ -43,8 +45,9 @@ def game_json(session: Mapping[str, Any]) -> dict[str, Any]:
 def turn_json(turn: Mapping[str, Any]) -> dict[str, Any]:
     """Return the client's view of a turn; the narration exactly as it was saved."""
     image = turn.get("image")
-    alternatives = turn.get("alternatives") or [
-        {"narration": turn["narration"], "image": image, "created_at": turn["created_at"]}]
+    # A turn never retried has one narration, already given: its list stays
+    # empty rather than repeat it (it halves a game's answer).
+    alternatives = turn.get("alternatives") or []
     chosen = turn.get("chosen", 0)
     return {"n": turn["n"], "action": turn.get("action"), "mode": turn.get("mode") or "do",
             "narration": turn["narration"],
@@ -78,6 +81,43 @@ def may_wait() -> bool:
         return True
     state.metrics.image_waits_declined.labels("rate_limited").inc()
     return False
+
+
+class RenderedGames:
+    """Answers of ``GET /api/games/<id>`` already rendered, by everything they show.
+
+    The key is the game's version and expiry, and each shown turn's image
+    state: any change to what the answer says changes the key, so an entry
+    is never stale, only unused.  Bounded in entries and time.
+    """
+
+    def __init__(self, maxsize: int = 1000, ttl: float = 60.0):
+        self._cache: TTLCache = TTLCache(maxsize=max(maxsize, 1), ttl=max(ttl, 1e-9))
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(session: Mapping[str, Any], turns: list[Mapping[str, Any]]) -> tuple:
+        """Return what the rendered answer of ``session`` with ``turns`` depends on."""
+        images = tuple((t["n"], *(_image_state(t.get("image")))) for t in turns)
+        return (session["_id"], session["version"], session.get("expires_at"),
+                session.get("updated_at"), request.script_root, images)
+
+    def get(self, key: tuple) -> bytes | None:
+        """Return the answer kept for ``key``, or None."""
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: tuple, body: bytes) -> None:
+        """Keep the answer ``body`` for ``key``."""
+        with self._lock:
+            self._cache[key] = body
+
+
+def _image_state(image: Mapping[str, Any] | None) -> tuple:
+    if not image:
+        return (None, None, None, None)
+    return (image.get("id"), image.get("status"), image.get("provider"),
+            bool(image.get("placeholder")))
 
 
 def responses(success: Mapping[int, Any], *errors: int) -> dict[int, Any]:
