@@ -215,8 +215,7 @@ def run_flow(make_app, mongo_client, monkeypatch):
     """Return a function that plays the flow with the given faults and returns its violations."""
 
     def run(faults=(), processes=2):
-        painter = FakeProvider.__new__(Painter)
-        FakeProvider.__init__(painter, "painter")
+        painter = Painter("painter")
         now = Now()
         database = mongo_client["dungeon"]
         for name in database.list_collection_names():
