@@ -500,3 +500,233 @@ def test_the_title_screen_is_keyboard_usable(page, server):
     page.keyboard.press("Enter")
     expect(page.locator("#story .turn")).to_have_count(1)
     expect(page.get_by_label("What do you do?")).to_be_focused()
+
+
+# --- modes, versions, undo and editing --------------------------------------------
+
+def play(page, mode, text=None):
+    """Play one turn in ``mode`` (the mode selector stays on it); return the new turn."""
+    turns = page.locator("#story .turn")
+    before = turns.count()
+    page.get_by_label("Mode").select_option(mode)
+    box = page.locator("#action-input")
+    if text is not None:
+        box.fill(text)
+    page.locator("#act").click()
+    expect(turns).to_have_count(before + 1)
+    expect(page.locator("#act")).to_be_enabled()
+    return turns.last
+
+
+def test_turns_are_played_in_each_mode_and_shown_by_mode(page, server):
+    begin(page, server, genre="Fantasy", style="Painterly")
+    bodies = []
+    page.on("request", lambda request: bodies.append(request.post_data_json)
+            if request.url.endswith("/actions") else None)
+
+    said = play(page, "say", "Is anyone there?")
+    expect(said).to_have_attribute("data-mode", "say")
+    expect(said.locator(".action-text")).to_have_text("“Is anyone there?”")
+    expect(said.locator(".who")).to_have_text("You say")
+    expect(page.get_by_label("What do you say?")).to_have_value("")
+
+    written = play(page, "story", "A bell rings in the tower.")
+    expect(written).to_have_attribute("data-mode", "story")
+    expect(written.locator(".action-text")).to_have_text("A bell rings in the tower.")
+
+    # Continue needs no text: the box is off and the button says what it does.
+    page.get_by_label("Mode").select_option("continue")
+    expect(page.locator("#action-input")).to_be_disabled()
+    expect(page.locator("#act")).to_have_text("Continue")
+    went_on = play(page, "continue")
+    expect(went_on).to_have_attribute("data-mode", "continue")
+    expect(went_on.locator(".narration p").first).not_to_be_empty()
+
+    seen = play(page, "see", "The bell tower at dusk")
+    expect(seen).to_have_attribute("data-mode", "see")
+    expect(seen.locator(".scene")).to_have_attribute("data-state", "ready")
+    expect(seen.locator(".scene img")).to_be_visible()
+    expect(seen.locator(".scene-title")).not_to_be_empty()
+    expect(seen.locator(".narration")).to_have_count(0)
+
+    assert bodies == [{"action": "Is anyone there?", "mode": "say"},
+                      {"action": "A bell rings in the tower.", "mode": "story"},
+                      {"mode": "continue"},
+                      {"action": "The bell tower at dusk", "mode": "see"}]
+
+    # The modes survive a reload; a plain action is still played as `do`.
+    page.reload()
+    expect(page.locator("#story .turn")).to_have_count(3)  # the recent ones
+    expect(page.locator("#story .turn[data-mode='story'] .action-text")).to_have_text(
+        "A bell rings in the tower.")
+    expect(page.locator("#story .turn[data-mode='see'] .scene-title")).not_to_be_empty()
+    page.get_by_label("Mode").select_option("do")
+    act(page, "I climb the stairs")
+    assert bodies[-1] == {"action": "I climb the stairs"}
+
+
+def test_the_last_turn_is_retried_and_its_versions_are_flipped_through(page, server):
+    begin(page, server, genre="Mystery", style="Comic")
+    act(page, "I knock on the door")
+    turn = page.locator("#story .turn").last
+    first = turn.locator(".narration").inner_text()
+    nav = turn.get_by_role("navigation", name="Versions of this turn")
+    expect(nav).to_be_hidden()
+
+    # A busy narrator is a readable message; the turn stays as it was.
+    busy = json.dumps({"error": {"code": "narrator_busy", "message": "Busy."},
+                       "request_id": "req-test-4"})
+    page.route("**/api/games/*/turns/*/retry",
+               lambda route: route.fulfill(status=503, body=busy, headers={"Retry-After": "5"},
+                                           content_type="application/json"))
+    with page.expect_request(re.compile(r"/turns/1/retry$")) as refused:
+        page.get_by_role("button", name="Retry last turn").click()
+    expect(page.locator("#story-notice")).to_contain_text(
+        "The narrator is busy with other stories; nothing was saved. Try again in 5 seconds.")
+    expect(nav).to_be_hidden()
+    page.unroute("**/api/games/*/turns/*/retry")
+
+    with page.expect_request(re.compile(r"/turns/1/retry$")) as retry:
+        page.get_by_role("button", name="Retry last turn").click()
+    assert retry.value.method == "POST" and retry.value.headers.get("idempotency-key")
+    assert retry.value.headers["idempotency-key"] == refused.value.headers["idempotency-key"]
+    expect(page.locator("#story-notice")).to_be_empty()
+    turn = page.locator("#story .turn").last
+    nav = turn.get_by_role("navigation", name="Versions of this turn")
+    expect(nav).to_be_visible()
+    expect(nav.locator(".alt-count")).to_have_text("2/2")
+    expect(nav.get_by_role("button", name="Next version")).to_be_disabled()
+    expect(page.locator("#story .turn")).to_have_count(2)
+    second = turn.locator(".narration").inner_text()
+
+    nav.get_by_role("button", name="Previous version").click()
+    expect(nav.locator(".alt-count")).to_have_text("1/2")
+    expect(turn.locator(".narration")).to_have_text(first)
+    expect(nav.get_by_role("button", name="Next version")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(nav.locator(".alt-count")).to_have_text("2/2")
+    expect(turn.locator(".narration")).to_have_text(second)
+
+    screenshot(page, "desktop-versions.png")
+
+    # The choice is saved.
+    nav.get_by_role("button", name="Previous version").click()
+    expect(nav.locator(".alt-count")).to_have_text("1/2")
+    page.reload()
+    expect(page.locator("#story .turn").last.locator(".alt-count")).to_have_text("1/2")
+    expect(page.locator("#story .turn").last.locator(".narration")).to_have_text(first)
+
+
+def test_the_last_turn_is_undone_but_never_the_opening(page, server):
+    game_id = begin(page, server, genre="Horror", style="Comic")
+    undo = page.get_by_role("button", name="Undo last turn")
+    expect(undo).to_be_hidden()
+    act(page, "I open the box")
+    act(page, "I close the box")
+    expect(page.locator("#story-turns")).to_have_text("2 turns")
+
+    with page.expect_request(re.compile(r"/turns/last$")) as undone:
+        undo.click()
+    assert undone.value.method == "DELETE" and undone.value.headers.get("idempotency-key")
+    turns = page.locator("#story .turn")
+    expect(turns).to_have_count(2)
+    expect(turns.last.locator(".action-text")).to_have_text("I open the box")
+    expect(page.locator("#story-turns")).to_have_text("1 turn")
+    undo.click()
+    expect(turns).to_have_count(1)
+    expect(undo).to_be_hidden()
+    page.reload()
+    expect(turns).to_have_count(1)
+
+    # Taken back elsewhere meanwhile: the service refuses to take the opening, and says so.
+    act(page, "I open the box again")
+    token = page.evaluate("JSON.parse(localStorage.getItem('dungeon.guest')).token")
+    elsewhere = requests.delete(f"{server}/api/games/{game_id}/turns/last", timeout=10,
+                                headers={"Authorization": f"Bearer {token}",
+                                         "Idempotency-Key": "undo-elsewhere-1"})
+    assert elsewhere.status_code == 200
+    undo.click()
+    notice = page.locator("#story-notice")
+    expect(notice).to_contain_text("cannot be undone")
+    expect(notice).to_have_attribute("data-code", "conflict")
+    expect(undo).to_be_enabled()
+
+
+def test_a_narration_is_edited_in_place_and_kept(page, server):
+    begin(page, server, genre="Fantasy", style="Comic")
+    act(page, "I read the map")
+    turn = page.locator("#story .turn").last
+    turn.get_by_role("button", name="Edit turn 1").click()
+    editor = turn.get_by_role("form", name="Edit turn 1")
+    narration = editor.get_by_label("Narration")
+    expect(narration).to_be_focused()
+    editor.get_by_label("Your action").fill("I read the old map")
+    narration.fill("The map shows a river.\n\nA cross marks the ford.")
+    editor.get_by_role("button", name="Save").click()
+    expect(editor).to_have_count(0)
+    expect(turn.locator(".narration p")).to_have_text(["The map shows a river.",
+                                                      "A cross marks the ford."])
+    expect(turn.locator(".action-text")).to_have_text("I read the old map")
+    expect(turn.get_by_role("button", name="Edit turn 1")).to_be_focused()
+
+    # Escape leaves the editor without a change.
+    turn.get_by_role("button", name="Edit turn 1").click()
+    page.keyboard.press("Escape")
+    expect(turn.locator(".turn-editor")).to_have_count(0)
+
+    page.reload()
+    turn = page.locator("#story .turn").last
+    expect(turn.locator(".narration p")).to_have_text(["The map shows a river.",
+                                                      "A cross marks the ford."])
+    expect(turn.locator(".action-text")).to_have_text("I read the old map")
+
+
+def test_the_story_memory_and_cards_are_kept(page, server):
+    game_id = begin(page, server, genre="Mystery", style="Painterly")
+    page.get_by_text("Story memory").click()
+    memory = page.get_by_role("form", name="Story memory")
+    memory.get_by_label("Author’s note").fill("Keep it tense and brief.")
+    memory.get_by_label("Plot essentials").fill("You are a detective named Vale.")
+    memory.get_by_role("button", name="Save memory").click()
+    expect(memory.get_by_role("status")).to_have_text("Saved.")
+
+    expect(page.locator("#no-cards")).to_be_visible()
+    cards = page.get_by_role("form", name="Add a card")
+    cards.get_by_label("Card title").fill("The lighthouse")
+    cards.get_by_label("Keys").fill("lighthouse, beacon")
+    cards.get_by_label("Card text").fill("An old lighthouse, dark for ten years.")
+    cards.get_by_role("button", name="Add card").click()
+    card = page.locator(".story-card")
+    expect(card).to_have_count(1)
+    expect(card.locator(".story-card-keys")).to_have_text("Keys: lighthouse, beacon")
+    expect(page.locator("#no-cards")).to_be_hidden()
+
+    page.reload()
+    page.get_by_text("Story memory").click()
+    expect(memory.get_by_label("Author’s note")).to_have_value("Keep it tense and brief.")
+    expect(memory.get_by_label("Plot essentials")).to_have_value(
+        "You are a detective named Vale.")
+    expect(card).to_have_count(1)
+    expect(card.locator(".story-card-title")).to_have_text("The lighthouse")
+    screenshot(page, "desktop-memory.png", full_page=True)
+
+    # A card is edited, then deleted; clearing the note empties it.
+    card.get_by_role("button", name="Edit card The lighthouse").click()
+    editing = page.get_by_role("form", name="Edit the card The lighthouse")
+    expect(editing.get_by_label("Card title")).to_be_focused()
+    editing.get_by_label("Card text").fill("A lighthouse, lit again tonight.")
+    editing.get_by_role("button", name="Save card").click()
+    expect(card.locator(".story-card-text")).to_have_text("A lighthouse, lit again tonight.")
+    card.get_by_role("button", name="Delete card The lighthouse").click()
+    expect(card).to_have_count(0)
+    memory.get_by_label("Author’s note").fill("")
+    memory.get_by_role("button", name="Save memory").click()
+    expect(memory.get_by_role("status")).to_have_text("Saved.")
+
+    token = page.evaluate("JSON.parse(localStorage.getItem('dungeon.guest')).token")
+    auth = {"Authorization": f"Bearer {token}"}
+    game = requests.get(f"{server}/api/games/{game_id}", headers=auth, timeout=10).json()["game"]
+    assert game["authors_note"] is None
+    assert game["plot_essentials"] == "You are a detective named Vale."
+    listed = requests.get(f"{server}/api/games/{game_id}/cards", headers=auth, timeout=10)
+    assert listed.json()["cards"] == []

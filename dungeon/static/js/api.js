@@ -218,8 +218,21 @@ export const routes = {
   turnsBefore: (id, before, limit, signal) =>
     api(`/api/games/${enc(id)}/turns?${new URLSearchParams({ before: String(before), limit: String(limit) })}`,
         { signal }),
-  act: (id, action, key) => api(`/api/games/${enc(id)}/actions`, { method: "POST", body: { action }, key }),
+  act: (id, body, key) => api(`/api/games/${enc(id)}/actions`, { method: "POST", body, key }),
+  retryTurn: (id, n, key) =>
+    api(`/api/games/${enc(id)}/turns/${enc(n)}/retry`, { method: "POST", key }),
+  chooseAlternative: (id, n, index) =>
+    api(`/api/games/${enc(id)}/turns/${enc(n)}/choice`, { method: "PUT", body: { index } }),
+  undoTurn: (id, key) => api(`/api/games/${enc(id)}/turns/last`, { method: "DELETE", key }),
+  editTurn: (id, n, body) =>
+    api(`/api/games/${enc(id)}/turns/${enc(n)}`, { method: "PUT", body }),
   retryImage: (id, n, key) =>
     api(`/api/games/${enc(id)}/turns/${enc(n)}/image`, { method: "POST", key }),
+  updateGame: (id, body) => api(`/api/games/${enc(id)}`, { method: "PATCH", body }),
+  listCards: (id, signal) => api(`/api/games/${enc(id)}/cards`, { signal }),
+  createCard: (id, body, key) => api(`/api/games/${enc(id)}/cards`, { method: "POST", body, key }),
+  updateCard: (id, cardId, body) =>
+    api(`/api/games/${enc(id)}/cards/${enc(cardId)}`, { method: "PUT", body }),
+  deleteCard: (id, cardId) => api(`/api/games/${enc(id)}/cards/${enc(cardId)}`, { method: "DELETE" }),
   deleteGame: (id) => api(`/api/games/${enc(id)}`, { method: "DELETE" }),
 };

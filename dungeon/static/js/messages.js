@@ -2,6 +2,8 @@
 
 const FIELD_NAMES = {
   action: "Your action",
+  narration: "The narration",
+  index: "The choice",
   title: "The title",
   custom_prologue: "The opening passage",
   genre: "The world",
@@ -76,6 +78,15 @@ export function describeError(error, { what = "that" } = {}) {
       return "This adventure is gone: it may have expired or been deleted.";
     case "store_unavailable":
       return "Saved games are out of reach for a moment. Try again: nothing will happen twice.";
+    case "narrator_busy": {
+      const wait = error.retryAfter != null
+        ? `Try again in ${duration(error.retryAfter)}.` : "Try again shortly.";
+      return `The narrator is busy with other stories; nothing was saved. ${wait}`;
+    }
+    case "image_conflict":
+      return "This turn's picture changed meanwhile. Reload the story to see it.";
+    case "conflict":
+      return error?.message || "That cannot be done to the story as it is now.";
     case "narrator_unavailable":
       return "The narrator lost the thread; nothing was saved. Try again.";
     case "service_unavailable":
