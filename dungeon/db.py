@@ -14,9 +14,25 @@ import mongomock.gridfs
 import pymongo
 from flask import Flask
 from flask_pymongo import PyMongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import (
+    DuplicateKeyError,
+    ExecutionTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+    WTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
 
-from .errors import ConfigError, StoreUnavailable, store_error_fields
+from .errors import (
+    ConfigError,
+    NothingSaved,
+    OutcomeUnknown,
+    StoreUnavailable,
+    store_error_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +207,76 @@ def ping(database, timeout: float = 2.0) -> None:
     # whatever the client's server-selection timeout is.
     with pymongo.timeout(timeout):
         database.client.admin.command("ping")
+
+
+# Server errors that refuse a write before applying it: WriteConflict, a bad
+# command or value, an unauthorised or unknown operation.
+REFUSAL_CODES = {2, 9, 13, 14, 59, 112}
+# NotWritablePrimary, NotPrimaryNoSecondaryOk: a secondary's answer to a write.
+NOT_PRIMARY_CODES = {10107, 13435}
+
+
+def insert_settled(collection, document: dict[str, Any], *, not_saved: str | None = None,
+                   unknown: str | None = None) -> None:
+    """Insert ``document``; when the answer is lost, one majority read tells the outcome.
+
+    Returns once the document is known to be stored durably (a majority
+    read finds it, whatever the error said).  Raises NothingSaved (message
+    ``not_saved``) only when it is not found and the error proves the write
+    was refused or never sent; OutcomeUnknown (message ``unknown``)
+    when it may yet be applied (a timeout, a dropped connection: the server
+    may still be running it, or a write acknowledged by the primary alone
+    may be rolled back) and no majority read shows it; DuplicateKeyError as
+    the unique indexes decide.
+    """
+    try:
+        collection.insert_one(document)
+        return
+    except DuplicateKeyError:
+        raise
+    except PyMongoError as exc:
+        failure = exc
+    fields = {"collection": collection.name, **store_error_fields(failure)}
+    try:
+        found = collection.with_options(read_concern=ReadConcern("majority")).find_one(
+            {"_id": document["_id"]}, {"_id": 1})
+    except PyMongoError:
+        found = None
+    if found is not None:
+        log.warning("write applied though its answer was lost", extra=fields)
+        return
+    if refused(failure):
+        log.warning("write refused, not applied", extra=fields)
+        raise NothingSaved(not_saved) from failure
+    log.error("write outcome unknown", extra=fields)
+    raise OutcomeUnknown(unknown) from failure
+
+
+def refused(error: PyMongoError) -> bool:
+    """Return True if ``error`` proves that the write it answers was not applied.
+
+    No server could be selected (nothing was sent), the node answered that
+    it is not the primary (it took no write), or the server refused the
+    write outright (a write conflict, a command error).  A timeout, a
+    dropped connection, a node interrupted mid-write or a write-concern
+    error proves nothing.
+    """
+    if isinstance(error, ServerSelectionTimeoutError):
+        return True
+    if isinstance(error, NotPrimaryError):
+        return (error.details or {}).get("code") in NOT_PRIMARY_CODES
+    return isinstance(error, OperationFailure) and not isinstance(
+        error, (WTimeoutError, WriteConcernError, ExecutionTimeout)) and \
+        error.code in REFUSAL_CODES
+
+
+def quietly(what: str, operation: Callable[..., Any], *args: Any, then: str = "") -> None:
+    """Run a write that is worth trying but not worth failing for; log a store error.
+
+    ``then`` says, in the log line, what covers for the write when it fails.
+    """
+    try:
+        operation(*args)
+    except PyMongoError as exc:
+        log.warning("could not %s%s", what, f"; {then}" if then else "",
+                    extra=store_error_fields(exc))

@@ -40,10 +40,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_preferences import ReadPreference
 
 from .auth import TokenClaims
+from .db import insert_settled
 from .errors import (
     LinkCodeInvalid,
-    NothingSaved,
-    OutcomeUnknown,
     StoreUnavailable,
     TokenRevoked,
     store_error_fields,
@@ -160,7 +159,7 @@ class UserStore:
         """
         now = self.now()
         try:
-            _insert(self.users, {"_id": user_id, "generation": 0, "created_at": now,
+            insert_settled(self.users, {"_id": user_id, "generation": 0, "created_at": now,
                                  "last_seen_at": now})
         except StoreUnavailable:
             log.warning("user record not stored; it is made when first needed",
@@ -286,7 +285,7 @@ class UserStore:
             code = new_code()
             try:
                 digest = code_digest(code, self.secret)
-                _insert(self.links, {"_id": digest, "user_id": claims.user_id,
+                insert_settled(self.links, {"_id": digest, "user_id": claims.user_id,
                                      "generation": claims.generation, "created_at": now,
                                      "expires_at": expires},
                         not_saved="No link code was made. Try again.",
@@ -331,33 +330,3 @@ class UserStore:
         except PyMongoError as exc:  # a timestamp for people; never worth failing a request
             log.warning("last_seen_at not recorded: %s", type(exc).__name__,
                         extra=store_error_fields(exc))
-
-
-def _insert(collection, document: dict[str, Any], *, not_saved: str | None = None,
-            unknown: str | None = None) -> None:
-    """Insert ``document``; when the answer is lost, one read by ``_id`` tells the outcome.
-
-    The same rule as ``SessionStore._insert`` (a copy kept here so that the
-    session store stays as it is): returns once the document is known to be
-    stored, raises NothingSaved when it is known not to be, OutcomeUnknown
-    when not even the read could tell, and DuplicateKeyError as it comes.
-    """
-    try:
-        collection.insert_one(document)
-        return
-    except DuplicateKeyError:
-        raise
-    except PyMongoError as exc:
-        failure = exc
-    try:
-        found = collection.find_one({"_id": document["_id"]}, {"_id": 1})
-    except PyMongoError as exc:
-        log.error("write outcome unknown: %s", type(failure).__name__,
-                  extra={"collection": collection.name, **store_error_fields(exc)})
-        raise OutcomeUnknown(unknown) from failure
-    if found is None:
-        log.warning("write not applied: %s", type(failure).__name__,
-                    extra={"collection": collection.name, **store_error_fields(failure)})
-        raise NothingSaved(not_saved) from failure
-    log.warning("write applied though its answer was lost: %s", type(failure).__name__,
-                extra={"collection": collection.name, **store_error_fields(failure)})

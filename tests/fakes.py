@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from concurrent.futures import Future
+from datetime import timedelta
 
 import dungeon
 from dungeon.images.types import GeneratedImage, ImageRequest
+from dungeon.sessions.store import utcnow
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"fake-image-bytes"
 
@@ -36,6 +39,31 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FakeNow:
+    """A wall clock (the stores' ``now``) that moves only when told to."""
+
+    def __init__(self):
+        self.value = utcnow()
+
+    def __call__(self):
+        return self.value
+
+    def advance(self, seconds: float = 0, **delta: float) -> None:
+        self.value += timedelta(seconds=seconds, **delta)
+
+
+class InlineExecutor:
+    """Runs each turn image at once, in the caller's thread, so a test is deterministic."""
+
+    def submit(self, function, *args):
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the future, as a pool does
+            future.set_exception(exc)
+        return future
 
 
 class FakeProvider:

@@ -8,8 +8,8 @@ from pymongo.errors import AutoReconnect, OperationFailure
 
 from dungeon.sessions.changes import LOCAL, VERSION, WATCH, ChangeFeed, Coherence
 from tests.conftest import guest_headers
+from tests.fakes import InlineExecutor
 from tests.faults import FaultInjector
-from tests.test_fault_suite import InlineExecutor
 
 GAME = {"genre": "mystery", "style": "comic"}
 

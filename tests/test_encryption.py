@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 from dungeon.errors import ConfigError
 from dungeon.sessions.crypto import PREFIX, FieldCipher
 from tests.conftest import guest_headers
-from tests.test_fault_suite import InlineExecutor
+from tests.fakes import InlineExecutor
 
 OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 SECRET_STORY = "The lighthouse keeper hides a brass key under the third step"

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import pytest
 
 from dungeon.errors import ProviderUnavailable
-from dungeon.sessions.store import utcnow
-from tests.fakes import FakeProvider
+from tests.fakes import FakeNow, FakeProvider, InlineExecutor
 from tests.faults import (
     AFTER_ERRORS,
     ERRORS,
@@ -34,31 +31,6 @@ from tests.faults import (
 
 RETRIES = 8
 GENRE = {"genre": "fantasy", "style": "comic"}
-
-
-class Now:
-    """The store's wall clock; the client moves it when told to wait (Retry-After)."""
-
-    def __init__(self):
-        self.value = utcnow()
-
-    def __call__(self):
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += timedelta(seconds=seconds)
-
-
-class InlineExecutor:
-    """Runs each turn image at once, in the caller's thread, so a run is deterministic."""
-
-    def submit(self, function, *args):
-        future: Future = Future()
-        try:
-            future.set_result(function(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the future, as a pool does
-            future.set_exception(exc)
-        return future
 
 
 class Painter(FakeProvider):
@@ -77,7 +49,7 @@ class Player:
     """A client that retries a failed request with the same key, waiting as told."""
 
     clients: list
-    now: Now
+    now: FakeNow
     headers: dict
     statuses: list = field(default_factory=list)
     failures: list = field(default_factory=list)
@@ -216,7 +188,7 @@ def run_flow(make_app, mongo_client, monkeypatch):
 
     def run(faults=(), processes=2):
         painter = Painter("painter")
-        now = Now()
+        now = FakeNow()
         database = mongo_client["dungeon"]
         for name in database.list_collection_names():
             database.drop_collection(name)

@@ -12,28 +12,15 @@ import jwt
 import pytest
 
 from dungeon.api.schemas import RedeemLink
-from dungeon.users import ALPHABET, CODE_INPUT, code_digest, normalise_code, utcnow
+from dungeon.users import ALPHABET, CODE_INPUT, code_digest, normalise_code
 from tests.conftest import SIGNING_KEY
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeNow
 from tests.faults import FaultInjector
 from tests.test_error_shape import assert_error_shape
 
 PLAIN = {"IMAGE_PROVIDERS": "placeholder", "NARRATOR": "local"}
 SIGNED_OUT = "The bearer token was signed out; get a new one."
 SIGNED_OUT_EVERYWHERE = "The bearer token was signed out on every device; get a new one."
-
-
-class Now:
-    """A wall clock (for link codes' expiry) that moves only when told to."""
-
-    def __init__(self):
-        self.value = utcnow()
-
-    def __call__(self):
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += timedelta(seconds=seconds)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -316,7 +303,7 @@ def test_a_link_code_whose_write_failed_is_settled_by_one_read(client, monkeypat
 
 @pytest.fixture
 def now():
-    return Now()
+    return FakeNow()
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import dungeon
 from dungeon.game.context import context_size
 from dungeon.narrators.types import Narration
 from tests.conftest import guest_headers
+from tests.fakes import InlineExecutor
 from tests.test_error_shape import assert_error_shape
-from tests.test_fault_suite import InlineExecutor
 
 GAME = {"genre": "fantasy", "style": "comic"}
 

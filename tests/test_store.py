@@ -11,21 +11,9 @@ import pytest
 from dungeon.errors import SessionConflict, SessionNotFound
 from dungeon.metrics import Metrics
 from dungeon.sessions.idempotency import request_key
-from dungeon.sessions.store import AlreadyCommitted, SessionStore, new_session_id, utcnow
+from dungeon.sessions.store import AlreadyCommitted, SessionStore, new_session_id
 from dungeon.settings import defaults
-
-
-class Now:
-    """A settable wall clock for expiry."""
-
-    def __init__(self):
-        self.value = utcnow()
-
-    def __call__(self):
-        return self.value
-
-    def advance(self, **delta):
-        self.value += timedelta(**delta)
+from tests.fakes import FakeNow
 
 
 class Counting:
@@ -63,7 +51,7 @@ def database(request):
 
 @pytest.fixture
 def now():
-    return Now()
+    return FakeNow()
 
 
 @pytest.fixture

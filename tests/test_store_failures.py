@@ -17,17 +17,16 @@ from dungeon import db
 from dungeon.errors import ModelGone, ProviderAuthError
 from dungeon.images.store import image_id_for
 from dungeon.images.types import ImageRequest
-from tests.fakes import PNG, FakeProvider
+from tests.fakes import PNG, FakeNow, FakeProvider, InlineExecutor
 from tests.faults import FaultInjector
 from tests.test_error_shape import assert_error_shape
-from tests.test_fault_suite import InlineExecutor, Now
 
 GAME = {"genre": "horror", "style": "comic"}
 
 
 @pytest.fixture
 def now():
-    return Now()
+    return FakeNow()
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from ..errors import BadRequest, IdempotencyConflict, store_error_fields
+from ..db import quietly
+from ..errors import BadRequest, IdempotencyConflict
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class IdempotencyStore:
         except PyMongoError:
             # The claim may have been written: drop it, so that the retry is
             # not kept waiting for a lease nobody holds.
-            self._quietly("drop an unconfirmed claim", self.collection.delete_one,
-                          {"_id": record_id, "owner": owner})
+            quietly("drop an unconfirmed claim", self.collection.delete_one,
+                    {"_id": record_id, "owner": owner}, then="its lease ends it")
             raise
         return self._existing(user_id, key, digest, now)
 
@@ -169,19 +170,13 @@ class IdempotencyStore:
 
         Best effort: when the store cannot be reached, the lease runs out instead.
         """
-        self._quietly("release a claim", self.collection.update_one,
-                      {"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner,
-                       "state": "running"}, {"$set": {"lease_until": self.now()}})
+        quietly("release a claim", self.collection.update_one,
+                {"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner,
+                 "state": "running"}, {"$set": {"lease_until": self.now()}},
+                then="its lease ends it")
 
     def abandon(self, claim: Claim) -> None:
         """Forget a claim whose request is known to have saved nothing; a retry runs afresh."""
-        self._quietly("abandon a claim", self.collection.delete_one,
-                      {"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner,
-                       "state": "running"})
-
-    @staticmethod
-    def _quietly(what: str, operation: Callable[..., Any], *args: Any) -> None:
-        try:
-            operation(*args)
-        except PyMongoError as exc:
-            log.warning("could not %s; its lease ends it", what, extra=store_error_fields(exc))
+        quietly("abandon a claim", self.collection.delete_one,
+                {"_id": f"{claim.user_id}:{claim.key}", "owner": claim.owner,
+                 "state": "running"}, then="its lease ends it")

@@ -23,17 +23,12 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import (
     DuplicateKeyError,
-    ExecutionTimeout,
-    OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
-    WTimeoutError,
 )
-from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
+from ..db import insert_settled, quietly
 from ..errors import (
     Conflict,
     ImageReplaced,
@@ -59,9 +54,6 @@ TURN_EXPIRY_SLACK = timedelta(days=7)
 # Only documents written with a key take part in its unique index: games and
 # turns saved before keys were stored have none.
 HAS_KEY = {"request_key": {"$type": "string"}}
-# Server errors that refuse a write before applying it: WriteConflict, a bad
-# command or value, an unauthorised or unknown operation.
-REFUSAL_CODES = {2, 9, 13, 14, 59, 112}
 UNDO_KEYS = 20  # request keys of a game's recent undos, so a retry never undoes twice
 
 
@@ -167,19 +159,19 @@ class SessionStore:
                     "last_active_at": now, **expiry}
         # The turn goes first: a crash in between leaves an orphan turn that
         # expires, never a game without its opening.
-        self._insert(self.turns, self._sealed_turn(opening))
+        insert_settled(self.turns, self._sealed_turn(opening))
         try:
-            self._insert(self.sessions, self._sealed_session(document))
+            insert_settled(self.sessions, self._sealed_session(document))
         except NothingSaved:
-            self._quietly("remove an unused opening", self.turns.delete_one,
-                          {"_id": opening["_id"]})
+            quietly("remove an unused opening", self.turns.delete_one,
+                    {"_id": opening["_id"]})
             raise
         except DuplicateKeyError:
             earlier = self.session_by_key(session["user_id"], key)
             if earlier is None:
                 raise
-            self._quietly("remove an unused opening", self.turns.delete_one,
-                          {"_id": opening["_id"]})
+            quietly("remove an unused opening", self.turns.delete_one,
+                    {"_id": opening["_id"]})
             raise AlreadyCommitted(earlier) from None
         self.cache.put(_key(document), document)
         self._cache_size()
@@ -196,37 +188,6 @@ class SessionStore:
                 f"{self.embedded_limit}): every query scans them all and a restart loses them; "
                 "set DUNGEON_MONGO_URI to keep games in MongoDB")
             log.warning(self.embedded_warning)
-
-    def _insert(self, collection, document: dict[str, Any]) -> None:
-        """Insert ``document``; when the answer is lost, one majority read tells the outcome.
-
-        Returns once the document is known to be stored durably.  Raises
-        NothingSaved only when the error proves the write was refused or
-        never sent; OutcomeUnknown when it may yet be applied (a timeout, a
-        dropped connection: the server may still be running it, or a write
-        acknowledged by the primary alone may be rolled back) and no
-        majority read shows it; DuplicateKeyError as the unique indexes decide.
-        """
-        try:
-            collection.insert_one(document)
-            return
-        except DuplicateKeyError:
-            raise
-        except PyMongoError as exc:
-            failure = exc
-        fields = {"collection": collection.name, **store_error_fields(failure)}
-        if _refused(failure):
-            log.warning("write refused, not applied", extra=fields)
-            raise NothingSaved() from failure
-        try:
-            found = collection.with_options(read_concern=ReadConcern("majority")).find_one(
-                {"_id": document["_id"]}, {"_id": 1})
-        except PyMongoError:
-            found = None
-        if found is None:
-            log.error("write outcome unknown", extra=fields)
-            raise OutcomeUnknown() from failure
-        log.warning("write applied though its answer was lost", extra=fields)
 
     def session_by_key(self, user_id: str, key: str) -> dict[str, Any] | None:
         """Return the game ``user_id`` created with request key ``key``, if any."""
@@ -305,7 +266,7 @@ class SessionStore:
             return document
         if last["_id"] in _undone_ids(document):
             # An undo's commit landed but its clean-up did not: finish it.
-            self._quietly("finish an undo", self.turns.delete_one, {"_id": last["_id"]})
+            quietly("finish an undo", self.turns.delete_one, {"_id": last["_id"]})
             return document
         log.warning("session turn count repaired from %s to %s", document["turn_count"],
                     last["n"] + 1, extra={"session_id": document["_id"]})
@@ -405,7 +366,7 @@ class SessionStore:
                     "request_key": key, "created_at": now,
                     "expires_at": expiry.get("turns_expire_at", session.get("turns_expire_at"))}
         try:
-            self._insert(self.turns, self._sealed_turn(document))
+            insert_settled(self.turns, self._sealed_turn(document))
         except OutcomeUnknown:
             # The turn may be stored without the session counting it: this
             # process's copies must not hide it; the next load repairs the count.
@@ -470,9 +431,9 @@ class SessionStore:
         self.forget_cached(session["user_id"], session["_id"])
         if document is None:
             raise SessionConflict()
-        self._quietly("delete an undone turn", self.turns.delete_one, {"_id": turn["_id"]})
-        self._quietly("finish an undo", self.sessions.update_one, {"_id": session["_id"]},
-                      {"$pull": {"undone": {"turn_id": turn["_id"]}}})
+        quietly("delete an undone turn", self.turns.delete_one, {"_id": turn["_id"]})
+        quietly("finish an undo", self.sessions.update_one, {"_id": session["_id"]},
+                {"$pull": {"undone": {"turn_id": turn["_id"]}}})
         self.cache.put(_key(document), document)
         return document, n
 
@@ -657,10 +618,8 @@ class SessionStore:
         version, which the move then retires.  A move that fails leaves
         other processes' copies for at most their cache's TTL.
         """
-        self.turn_cache.invalidate(session_id)
-        self.cache.invalidate_session(session_id)
-        self._quietly("mark the game changed", self.sessions.update_one,
-                      {"_id": session_id}, {"$inc": {"version": 1}})
+        quietly("mark the game changed", self.sessions.update_one,
+                {"_id": session_id}, {"$inc": {"version": 1}})
         self.turn_cache.invalidate(session_id)
         self.cache.invalidate_session(session_id)
 
@@ -731,13 +690,6 @@ class SessionStore:
         self.turns.update_many({"session_id": session_id}, {"$set": {"expires_at": when}})
         self.on_turns_expiry(session_id, when)
 
-    @staticmethod
-    def _quietly(what: str, operation: Callable[..., Any], *args: Any) -> None:
-        try:
-            operation(*args)
-        except PyMongoError as exc:
-            log.warning("could not %s", what, extra=store_error_fields(exc))
-
     # --- encryption at rest -----------------------------------------------------
 
     def _sealed_session(self, document: Mapping[str, Any]) -> dict[str, Any]:
@@ -774,20 +726,6 @@ class SessionStore:
 
     def _cache_size(self) -> None:
         self.metrics.session_cache_size.set(len(self.cache))
-
-
-def _refused(error: PyMongoError) -> bool:
-    """Return True if ``error`` proves that the write it answers was not applied.
-
-    No server could be selected (nothing was sent), or the server refused
-    the write outright (a write conflict, a command error).  A timeout, a
-    dropped connection or a write-concern error proves nothing.
-    """
-    if isinstance(error, ServerSelectionTimeoutError):
-        return True
-    return isinstance(error, OperationFailure) and not isinstance(
-        error, (WTimeoutError, WriteConcernError, ExecutionTimeout)) and \
-        error.code in REFUSAL_CODES
 
 
 def _with_current_image(turn: Mapping[str, Any],
