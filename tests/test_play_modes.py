@@ -363,3 +363,48 @@ def test_past_the_narration_limit_an_action_is_refused_at_once(game_app):
     assert_error_shape(busy, 503, "narrator_busy")
     assert busy.headers["Retry-After"] == "5"
     assert _act(client, auth, game_id, action="look").status_code == 201
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("error", ["AutoReconnect", "WTimeoutError"])
+def test_an_undo_whose_commit_failed_takes_back_one_turn_on_its_retry(game_app, mongo_client,
+                                                                     monkeypatch, when, error):
+    from tests.faults import FaultInjector
+
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    _act(client, auth, game_id, action="one")
+    _act(client, auth, game_id, action="two")
+    faults = FaultInjector(monkeypatch)
+    faults.arm("sessions", "find_one_and_update", when, error)
+    headers = {**auth, "Idempotency-Key": "undo-once"}
+    first = client.delete(f"/api/games/{game_id}/turns/last", headers=headers)
+    assert first.status_code in (200, 503)
+    retry = client.delete(f"/api/games/{game_id}/turns/last", headers=headers)
+    assert retry.status_code == 200 and retry.json["game"]["turn_count"] == 2
+    faults.enabled = False
+    numbers = sorted(t["n"] for t in mongo_client["dungeon"]["turns"].find(
+        {"session_id": game_id}))
+    assert numbers == [0, 1]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_turn_retry_whose_write_failed_adds_one_alternative_on_its_retry(
+        game_app, monkeypatch, when):
+    from tests.faults import FaultInjector
+
+    client = game_app().test_client()
+    auth = guest_headers(client)
+    game_id = _start(client, auth)["game"]["id"]
+    _act(client, auth, game_id, action="one")
+    faults = FaultInjector(monkeypatch)
+    faults.arm("turns", "find_one_and_update", when, "AutoReconnect")
+    headers = {**auth, "Idempotency-Key": "retry-once"}
+    first = client.post(f"/api/games/{game_id}/turns/1/retry", headers=headers)
+    assert first.status_code in (201, 503)
+    retry = client.post(f"/api/games/{game_id}/turns/1/retry", headers=headers)
+    assert retry.status_code == 201
+    faults.enabled = False
+    turn = client.get(f"/api/games/{game_id}", headers=auth).json["turns"][-1]
+    assert len(turn["alternatives"]) == 2 and turn["chosen"] == 1

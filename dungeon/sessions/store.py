@@ -420,15 +420,19 @@ class SessionStore:
             self.forget_cached(session["user_id"], session["_id"])
             raise SessionConflict()
         now = self.now()
-        document = self._session(self.sessions.find_one_and_update(
-            {"_id": session["_id"], "user_id": session["user_id"],
-             "version": session["version"], "turn_count": n + 1},
-            {"$set": {"turn_count": n, "updated_at": now, "last_active_at": now},
-             "$inc": {"version": 1},
-             "$push": {"undone": {"turn_id": turn["_id"], "n": n},
-                       "undo_keys": {"$each": [key], "$slice": -UNDO_KEYS}}},
-            return_document=ReturnDocument.AFTER))
-        self.forget_cached(session["user_id"], session["_id"])
+        try:
+            document = self._session(self.sessions.find_one_and_update(
+                {"_id": session["_id"], "user_id": session["user_id"],
+                 "version": session["version"], "turn_count": n + 1},
+                {"$set": {"turn_count": n, "updated_at": now, "last_active_at": now},
+                 "$inc": {"version": 1},
+                 "$push": {"undone": {"turn_id": turn["_id"], "n": n},
+                           "undo_keys": {"$each": [key], "$slice": -UNDO_KEYS}}},
+                return_document=ReturnDocument.AFTER))
+        finally:
+            # Applied or not, this process's copy is behind: the retry reads
+            # the game as the database has it (and finishes the undo there).
+            self.forget_cached(session["user_id"], session["_id"])
         if document is None:
             raise SessionConflict()
         quietly("delete an undone turn", self.turns.delete_one, {"_id": turn["_id"]})
