@@ -178,28 +178,25 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> float:
 
 # --- (b) the hit path in-process --------------------------------------------------------
 
-# Where a request's time goes, as Flask runs it: (label, file suffix, function).
+# Where a request's time goes: (label, file suffix, function).
 STAGES = (
-    ("whole request (Flask's wsgi_app)", "flask/app.py", "wsgi_app"),
-    ("  request context push (opens Flask's cookie session)", "flask/ctx.py", "push"),
-    ("    Flask's session interface, open_session", "flask/sessions.py", "open_session"),
-    ("  before_request hooks", "flask/app.py", "preprocess_request"),
-    ("    request id", "dungeon/requestid.py", "assign_request_id"),
-    ("    bearer token check", "dungeon/api/games.py", "authenticate"),
-    ("  the view, flask-openapi3's wrapper", "flask_openapi3/scaffold.py", "view_func"),
-    ("    request validation (pydantic)", "flask_openapi3/request.py", "_validate_request"),
-    ("    get_game", "dungeon/api/games.py", "get_game"),
-    ("      engine.load (cache hit, no store call)", "dungeon/game/engine.py", "load"),
-    ("        store.load", "dungeon/sessions/store.py", "load"),
-    ("        store.recent_for", "dungeon/sessions/store.py", "recent_for"),
-    ("      game_json + turn_json", "dungeon/api/views.py", "turn_json"),
-    ("  make_response (the JSON body)", "flask/app.py", "make_response"),
-    ("    json.dumps", "flask/json/provider.py", "dumps"),
-    ("  after_request hooks", "flask/app.py", "process_response"),
-    ("    security headers", "dungeon/security.py", "add_headers"),
-    ("    request metrics", "dungeon/metrics.py", "record_request"),
-    ("    request id header", "dungeon/requestid.py", "echo_request_id"),
-    ("  teardown, context pop", "flask/ctx.py", "pop"),
+    ("whole request (the WSGI edge)", "dungeon/edge.py", "__call__"),
+    ("  Flask's wsgi_app", "flask/app.py", "wsgi_app"),
+    ("    request context push", "flask/ctx.py", "push"),
+    ("    before_request hooks", "flask/app.py", "preprocess_request"),
+    ("      bearer token check", "dungeon/api/games.py", "authenticate"),
+    ("    the view, flask-openapi3's wrapper", "flask_openapi3/scaffold.py", "view_func"),
+    ("      request validation (pydantic)", "flask_openapi3/request.py", "_validate_request"),
+    ("      get_game", "dungeon/api/games.py", "get_game"),
+    ("        engine.load (cache hit, no store call)", "dungeon/game/engine.py", "load"),
+    ("          store.load", "dungeon/sessions/store.py", "load"),
+    ("          store.recent_for", "dungeon/sessions/store.py", "recent_for"),
+    ("        the rendered answer (kept)", "dungeon/api/views.py", "answer"),
+    ("    after_request hooks", "flask/app.py", "process_response"),
+    ("    the answer's start (edge: headers, metrics)", "dungeon/edge.py", "respond"),
+    ("      security headers", "dungeon/security.py", "add_headers"),
+    ("      request metrics", "dungeon/metrics.py", "record_request"),
+    ("    teardown, context pop", "flask/ctx.py", "pop"),
 )
 
 
@@ -329,52 +326,57 @@ def _package(file: str) -> str:
 
 # --- (c) what-ifs: the hit path with changes patched in ------------------------------------
 
-# Changes to measure, patched into a running app (nothing in dungeon/ changes):
+# Changes to measure, patched into a running app (nothing in dungeon/ changes).
+# None is meant to ship: each sizes what one part of the hit path costs.
 WHAT_IFS = {
-    "session": "without Flask's cookie session (the API never uses it)",
-    "metrics": "without the request metrics hooks",
-    "body": "the game's JSON answer kept per (user, game, version, image states)",
+    "metrics": "metric values not written (prometheus_client's value class a no-op)",
+    "validation": "get_game called without flask-openapi3's wrapper (no pydantic)",
+    "auth": "the bearer token taken as checked (signature and revocation skipped)",
 }
-VARIANTS = ("", "session,metrics", "session,metrics,body")
+VARIANTS = ("", "metrics,validation", "metrics,validation,auth")
 
 
 def patch(app, changes: str):
     """Return ``app`` with the comma-separated ``changes`` of WHAT_IFS patched in."""
-    from flask import Response, g
-    from flask.sessions import SessionInterface
+    from flask import g, request
 
     wanted = set(filter(None, changes.split(",")))
     assert wanted <= set(WHAT_IFS), wanted - set(WHAT_IFS)
-    if "session" in wanted:
-        class NoSessions(SessionInterface):
-            def open_session(self, app, request):
-                return None
-
-            def save_session(self, app, session, response):
-                return None
-
-        app.session_interface = NoSessions()
     if "metrics" in wanted:
-        for hooks, name in ((app.before_request_funcs, "start_timer"),
-                            (app.after_request_funcs, "record_request")):
-            hooks[None] = [f for f in hooks[None] if f.__name__ != name]
-    if "body" in wanted:
-        from dungeon.api.views import game_json, turn_json
-        from dungeon.state import get_state
+        from prometheus_client import values
 
-        kept: dict = {}
+        # The value class is process-wide: it is a no-op only while this app serves.
+        served, written = app.wsgi_app, values.ValueClass.inc
 
-        def get_game(session_id: str):
-            session, turns = get_state().game.load(g.user_id, session_id)
-            key = (g.user_id, session_id, session["version"],
-                   tuple((t.get("image") or {}).get("status") for t in turns))
-            if key not in kept:
-                kept[key] = app.json.response(
-                    {"game": game_json(session), "turns": [turn_json(t) for t in turns]}
-                ).get_data()
-            return Response(kept[key], mimetype="application/json")
+        def without_metric_writes(environ, start_response):
+            values.ValueClass.inc = lambda self, amount: None
+            try:
+                return served(environ, start_response)
+            finally:
+                values.ValueClass.inc = written
 
-        app.view_functions["games.get_game"] = get_game  # flask-openapi3's wrapper left out
+        app.wsgi_app = without_metric_writes
+    if "validation" in wanted:
+        from dungeon.api import games
+        from dungeon.api.schemas import GamePath
+
+        app.view_functions["games.get_game"] = (
+            lambda session_id: games.get_game(GamePath.model_construct(session_id=session_id)))
+    if "auth" in wanted:
+        from dungeon import auth, logs, security
+
+        signer, checked = app.extensions["dungeon"].signer, {}
+
+        def authenticate():
+            token = auth.bearer_token()
+            if token not in checked:  # checked for real once, then taken as checked
+                checked[token] = signer.authenticate(token)
+            claims = checked[token]
+            g.user_id, g.token_claims = claims.user_id, claims
+            logs.bind(user_id=claims.user_id)
+            security.mark_private(request.environ)
+
+        app.before_request_funcs["games"] = [authenticate]
     return app
 
 
@@ -385,8 +387,8 @@ def patched_app():
     return patch(create_app(), os.environ.get("SESSIONS_WHAT_IF", ""))
 
 
-SHORT = {"session": "no cookie session", "metrics": "no request metrics",
-         "body": "answer body kept"}
+SHORT = {"metrics": "no metric writes", "validation": "no request validation",
+         "auth": "no token check"}
 
 
 def label(changes: str) -> str:

@@ -18,9 +18,10 @@ from flask_openapi3 import OpenAPI
 from pymongo.read_preferences import ReadPreference
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, db, errors, logs, metrics, requestid, security, settings
+from . import api, db, errors, logs, metrics, settings
 from .api.views import RenderedGames
 from .auth import TokenSigner
+from .edge import Edge
 from .errors import ConfigError, UnknownPlugin
 from .game.engine import GameEngine
 from .images.jobs import ImageJobs, turn_image
@@ -64,23 +65,22 @@ def create_app(config: Mapping[str, Any] | None = None, plugins: Iterable[object
     logs.configure(app.config["LOG_LEVEL"], secrets=_secrets(app.config),
                    style=app.config["LOG_FORMAT"])
     _warn_unknown_variables(os.environ)
-    if app.config["PROXY_HOPS"]:
-        hops = app.config["PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     if app.config["CORS_ORIGINS"]:
         CORS(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
                             "If-None-Match"],
              expose_headers=["X-Request-ID", "Retry-After", "ETag", "Location",
                              "Idempotent-Replayed"], max_age=600)
-    requestid.init_app(app)
     errors.init_app(app)
-    security.init_app(app)
     app.extensions["dungeon"] = _build_state(app, plugins, mongo_client, image_options or {},
                                              store_options or {}, jobs_options or {},
                                              auth_options or {})
-    metrics.init_app(app, app.extensions["dungeon"].metrics)
     api.init_app(app)
+    # Request ids, safety headers and request metrics, for every answer.
+    app.wsgi_app = Edge(app.wsgi_app, app.extensions["dungeon"].metrics)
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     return app
 
 

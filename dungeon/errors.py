@@ -15,10 +15,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
+
+from . import requestid
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +374,7 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    return {"error": error, "request_id": g.get("request_id")}
+    return {"error": error, "request_id": requestid.current()}
 
 
 def _snake(name: str) -> str:

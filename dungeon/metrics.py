@@ -7,9 +7,9 @@ Each app gets its own ``CollectorRegistry`` so that apps built side by side
 from __future__ import annotations
 
 import os
-import time
+from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import current_app
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,6 +18,9 @@ from prometheus_client import (
     multiprocess,
 )
 
+# Methods counted by name; any other a client sends counts as "other", so no
+# client can add label values (and series) without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120)
 
 
@@ -96,6 +99,41 @@ class Metrics:
             "dungeon_narrator_seconds", "Time to narrate one turn.", ["narrator"],
             buckets=_LATENCY_BUCKETS, registry=r)
 
+        # (method, route, status) -> that request's counter and histogram children
+        self._series_by_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._lookups_by_outcome: dict[str, Any] = {}
+
+    def count_lookup(self, outcome: str) -> None:
+        """Count one game lookup by its outcome (each outcome's child looked up once)."""
+        child = self._lookups_by_outcome.get(outcome)
+        if child is None:
+            child = self._lookups_by_outcome[outcome] = self.session_lookups.labels(outcome)
+        child.inc()
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request by method, route rule (never the raw path) and status."""
+        requests, durations = self._request_series(method, route, status)
+        requests.inc()
+        durations.observe(seconds)
+
+    def _request_series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """Return the request counter and duration histogram for one method, route and status.
+
+        Looked up once per combination: ``labels()`` takes a lock and builds
+        its key on every call, which every request would pay.  The
+        combinations are bounded: route rules and statuses are the
+        application's own, and methods are folded into ``METHODS``.
+        """
+        if method not in METHODS:
+            method = "other"
+        key = (method, route, status)
+        series = self._series_by_request.get(key)
+        if series is None:
+            series = self._series_by_request[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_request_seconds.labels(method, route))
+        return series
+
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Return the current value of one sample (0.0 when it has none yet)."""
         return self.registry.get_sample_value(name, labels or {}) or 0.0
@@ -118,21 +156,3 @@ def scrape_registry(metrics: Metrics) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)
         return registry
     return metrics.registry
-
-
-def init_app(app: Flask, metrics: Metrics) -> None:
-    """Count every request by method, route rule (never the raw path) and status."""
-
-    @app.before_request
-    def start_timer():
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    def record_request(response):
-        started = g.pop("metrics_started", None)
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
-        if started is not None:
-            metrics.http_request_seconds.labels(request.method, route).observe(
-                time.perf_counter() - started)
-        return response

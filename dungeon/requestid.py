@@ -1,15 +1,21 @@
-"""Request ids: taken from the client's ``X-Request-ID`` when safe, made otherwise."""
+"""Request ids: taken from the client's ``X-Request-ID`` when safe, made otherwise.
+
+The WSGI edge (``dungeon/edge.py``) gives each request its id; the
+application reads it with ``current``.
+"""
 
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Flask, g, request
-
-from . import logs
+from flask import has_request_context, request
 
 HEADER = "X-Request-ID"
+INCOMING = "HTTP_X_REQUEST_ID"  # the client's header, as WSGI names it
+ENVIRON_KEY = "dungeon.request_id"  # where the edge keeps the request's id
 _SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -17,24 +23,20 @@ def pick_request_id(incoming: str | None) -> str:
     """Return ``incoming`` if it is short and made of safe characters, else a new id."""
     if incoming and _SAFE.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
-def init_app(app: Flask) -> None:
-    """Give every request an id, put it in the log context and echo it on the response."""
+def assign(environ: dict[str, Any]) -> str:
+    """Give the request of ``environ`` its id (the client's, if safe) and return it."""
+    environ[ENVIRON_KEY] = request_id = pick_request_id(environ.get(INCOMING))
+    return request_id
 
-    @app.before_request
-    def assign_request_id():
-        g.request_id = pick_request_id(request.headers.get(HEADER))
-        logs.new_context(request_id=g.request_id)
 
-    @app.teardown_request
-    def end_log_context(_exc=None):
-        logs.new_context()
+def of(environ: Mapping[str, Any]) -> str | None:
+    """Return the id the edge gave the request of ``environ`` (None outside the edge)."""
+    return environ.get(ENVIRON_KEY)
 
-    @app.after_request
-    def echo_request_id(response):
-        if "request_id" not in g:  # an error raised before before_request ran
-            g.request_id = pick_request_id(request.headers.get(HEADER))
-        response.headers[HEADER] = g.request_id
-        return response
+
+def current() -> str | None:
+    """Return the current request's id, or None outside a request."""
+    return of(request.environ) if has_request_context() else None

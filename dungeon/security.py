@@ -2,12 +2,14 @@
 
 A route that sets one of these headers itself keeps its own: the web client
 (``dungeon/api/client.py``), the API reference (``/api/docs``) and images
-(``dungeon/api/images.py``) have policies of their own.
+(``dungeon/api/images.py``) have policies of their own.  They are added to
+every answer at the WSGI edge (``dungeon/edge.py``), errors included.
 """
 
 from __future__ import annotations
 
-from flask import Flask, Response, g
+from collections.abc import MutableMapping
+from typing import Any
 
 # JSON (and any other answer that is no page) loads nothing, runs nothing and
 # is framed by nobody.
@@ -18,21 +20,33 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # no form or base URL points elsewhere.
 PAGE_POLICY = "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+# What each kind of answer gets, as (lower-case name, name, value).
+_FOR_DATA = tuple((name.lower(), name, value) for name, value in
+                  {**HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}.items())
+_FOR_PAGES = tuple((name.lower(), name, value) for name, value in
+                   {**HEADERS, "Content-Security-Policy": PAGE_POLICY}.items())
+# Set in a request's WSGI environ once its answer belongs to a user.
+_PRIVATE = "dungeon.private_answer"
 
 
-def add_headers(response: Response) -> Response:
-    """Add the safety headers a route did not set; ``no-store`` on a user's own JSON."""
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY
-                                if response.mimetype == "text/html" else CONTENT_SECURITY_POLICY)
-    # An answer for a token's user (a game, a new token) must stay out of
-    # shared and browser caches alike.
-    if g.get("user_id") and response.mimetype == "application/json":
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
+def mark_private(environ: MutableMapping[str, Any]) -> None:
+    """Say that the answer to this request is a user's own (a game, a new token)."""
+    environ[_PRIVATE] = True
 
 
-def init_app(app: Flask) -> None:
-    """Add the headers to every answer of ``app``, after each blueprint's own."""
-    app.after_request(add_headers)
+def add_headers(headers: list[tuple[str, str]], environ: MutableMapping[str, Any]) -> None:
+    """Add to a WSGI header list the safety headers it lacks; ``no-store`` on a user's own JSON."""
+    present, content_type = set(), ""
+    for name, value in headers:  # one pass: the names the route set, and its type
+        key = name.lower()
+        present.add(key)
+        if key == "content-type":
+            content_type = value
+    mimetype = content_type.partition(";")[0].strip().lower()
+    for key, name, value in _FOR_PAGES if mimetype == "text/html" else _FOR_DATA:
+        if key not in present:
+            headers.append((name, value))
+    # An answer for a token's user must stay out of shared and browser caches alike.
+    if "cache-control" not in present and mimetype == "application/json" and \
+            environ.get(_PRIVATE):
+        headers.append(("Cache-Control", "no-store"))

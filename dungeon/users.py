@@ -40,6 +40,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_preferences import ReadPreference
 
 from .auth import TokenClaims
+from .caching import lookup
 from .db import insert_settled
 from .errors import (
     LinkCodeInvalid,
@@ -103,14 +104,14 @@ class _Cache:
         if self._items is None:
             return None
         with self._lock:
-            return self._items.get(key)
+            return lookup(self._items, key)
 
     def put(self, key: str, value: Any, keep: Callable[[Any, Any], Any] | None = None) -> None:
         """Remember ``value``; ``keep(old, new)`` picks what to keep when ``key`` is known."""
         if self._items is None:
             return
         with self._lock:
-            old = self._items.get(key)
+            old = lookup(self._items, key)
             self._items[key] = value if old is None or keep is None else keep(old, value)
 
     def drop(self, key: str) -> None:

@@ -41,6 +41,17 @@ def play(make_app, gated):
     return app, client, auth, created.json
 
 
+def test_a_loaded_game_shows_its_image_once_made(play, gated):
+    app, client, auth, created = play
+    url = f"/api/games/{created['game']['id']}"
+    for _ in range(2):  # the second answer is the kept one
+        assert client.get(url, headers=auth).json["turns"][0]["image"]["status"] == "pending"
+    gated.gate.set()
+    app.extensions["dungeon"].jobs.wait(created["turns"][0]["image"]["id"], 5)
+    for _ in range(2):
+        assert client.get(url, headers=auth).json["turns"][0]["image"]["status"] == "ready"
+
+
 def test_a_turn_answers_at_once_with_a_pending_image(play, gated):
     app, client, auth, created = play
     image = created["turns"][0]["image"]

@@ -13,11 +13,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import g, request
+from flask import request
 from flask_openapi3 import APIBlueprint, Tag
 
-from .. import logs
-from ..auth import require_claims, require_user
+from ..auth import bind_user, require_claims, require_user
 from ..errors import TokenRevoked
 from ..state import get_state
 from .schemas import Guest, LinkCode, LinkedToken, Me, MeUpdate, RedeemLink, _iso
@@ -39,7 +38,7 @@ def create_guest():
     state = get_state()
     state.limiter.check("guests", request.remote_addr or "unknown")
     issued = state.signer.issue_guest()
-    _bind(issued["user_id"])
+    bind_user(issued["user_id"])
     state.users.create(issued["user_id"])
     state.users.issued(issued["user_id"], issued["token_id"], issued["generation"])
     return _token_answer(issued), 201
@@ -104,7 +103,7 @@ def redeem_link(body: RedeemLink):
     user_id, generation = state.users.redeem(body.code)
     issued = state.signer.issue(user_id, generation)
     state.users.issued(user_id, issued["token_id"], generation)
-    _bind(user_id)
+    bind_user(user_id)
     return _token_answer(issued), 201
 
 
@@ -129,10 +128,6 @@ def _me(user_id: str) -> dict[str, Any]:
             "safety_level_chosen": chosen is not None}
 
 
-def _bind(user_id: str) -> None:
-    """The answer belongs to this user from now on: in the log, and for caches (no-store)."""
-    g.user_id = user_id
-    logs.bind(user_id=user_id)
 
 
 def _token_answer(issued: dict[str, Any]) -> dict[str, Any]:

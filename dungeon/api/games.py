@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, current_app, g, request
+from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Tag
 from pymongo.errors import PyMongoError
 
@@ -44,7 +44,7 @@ from .schemas import (
     Turns,
     Waiting,
 )
-from .views import card_json, game_json, may_wait, responses, turn_json
+from .views import JSON, card_json, game_json, may_wait, responses, turn_json
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("games", __name__, url_prefix="/api/games",
@@ -71,11 +71,13 @@ def authenticate():
     A browser sends the preflight ``OPTIONS`` without credentials, by design;
     refusing it would block every cross-origin call.  flask-cors answers it.
     """
-    if request.method == "OPTIONS":
+    method = request.method
+    if method == "OPTIONS":
         return
-    require_user(get_state().signer)
-    if request.method != "GET":
-        get_state().indexes.require()
+    state = get_state()
+    require_user(state.signer)
+    if method != "GET":
+        state.indexes.require()
 
 
 @bp.post("", responses=responses({201: GameCreated}, *WRITE))
@@ -114,16 +116,9 @@ def list_games(query: GameList):
 @bp.get("/<session_id>", responses=responses({200: GameLoaded}, *COMMON, 404))
 def get_game(path: GamePath):
     """Load a saved game with its most recent turns."""
-    session, turns = _engine().load(g.user_id, path.session_id)
-    # The answer, once rendered, is kept by everything it shows (views.RenderedGames).
-    rendered = get_state().rendered
-    key = rendered.key(session, turns)
-    body = rendered.get(key)
-    if body is None:
-        body = current_app.json.dumps({"game": game_json(session),
-                                       "turns": [turn_json(t) for t in turns]})
-        rendered.put(key, body)
-    return Response(body, mimetype="application/json")
+    state = get_state()
+    loaded = state.game.load(g.user_id, path.session_id)
+    return Response(state.rendered.answer(loaded), content_type=JSON)
 
 
 @bp.get("/<session_id>/turns", responses=responses({200: Turns}, *COMMON, 404))
@@ -209,7 +204,7 @@ def undo_turn(path: GamePath, header: IdempotencyHeader):
         return {"game": game_json(committed.session)}, 200
 
     def replay(_result) -> Committed:
-        return Committed(_engine().load(g.user_id, path.session_id)[0], [], replayed=True)
+        return Committed(_engine().load(g.user_id, path.session_id).session, [], replayed=True)
 
     return _idempotent(f"undo:{path.session_id}", {}, header, "actions", run, answer, replay)
 

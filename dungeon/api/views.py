@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from cachetools import TTLCache
-from flask import request
+from flask import current_app, request
 
+from ..caching import lookup
+from ..game.engine import LoadedGame
 from .schemas import _iso
 
 IMAGES_PATH = "/api/images/"
+JSON = "application/json"
 
 
 def image_url(image_id: str) -> str:
@@ -86,8 +89,12 @@ def may_wait() -> bool:
 class RenderedGames:
     """Answers of ``GET /api/games/<id>`` already rendered, by everything they show.
 
-    The key is the game's version and expiry, and each shown turn's image
-    state: any change to what the answer says changes the key, so an entry
+    The key is the game's version and expiry, and what its shown turns
+    show that can change without the version: their images.  When the
+    turns are shown as kept, the kept list's stamp stands for them (one
+    stamp, one list of turns; ``RecentTurns``) and nothing is read from
+    each turn; otherwise each image's state is in the key, alternatives'
+    too.  Any change to what the answer says changes the key, so an entry
     is never stale, only unused.  Bounded in entries and time.
     """
 
@@ -95,22 +102,30 @@ class RenderedGames:
         self._cache: TTLCache = TTLCache(maxsize=max(maxsize, 1), ttl=max(ttl, 1e-9))
         self._lock = threading.Lock()
 
+    def answer(self, game: LoadedGame) -> bytes:
+        """Return the JSON answer of a loaded game: kept, or rendered and kept."""
+        key = self.key(game)
+        with self._lock:
+            body = lookup(self._cache, key)
+        if body is None:
+            body = current_app.json.dumps({"game": game_json(game.session),
+                                           "turns": [turn_json(t) for t in game.turns]}).encode()
+            with self._lock:
+                self._cache[key] = body
+        return body
+
     @staticmethod
-    def key(session: Mapping[str, Any], turns: list[Mapping[str, Any]]) -> tuple:
-        """Return what the rendered answer of ``session`` with ``turns`` depends on."""
-        images = tuple((t["n"], *(_image_state(t.get("image")))) for t in turns)
+    def key(game: LoadedGame) -> tuple:
+        """Return what the rendered answer of a loaded game depends on."""
+        session, turns = game.session, game.turns
+        if game.stamp is not None:
+            shown: tuple = (game.stamp, turns[0]["n"] if turns else None, len(turns))
+        else:
+            shown = tuple((t["n"], _image_state(t.get("image")),
+                           tuple(_image_state(a.get("image")) for a in t.get("alternatives") or ()))
+                          for t in turns)
         return (session["_id"], session["version"], session.get("expires_at"),
-                session.get("updated_at"), request.script_root, images)
-
-    def get(self, key: tuple) -> bytes | None:
-        """Return the answer kept for ``key``, or None."""
-        with self._lock:
-            return self._cache.get(key)
-
-    def put(self, key: tuple, body: bytes) -> None:
-        """Keep the answer ``body`` for ``key``."""
-        with self._lock:
-            self._cache[key] = body
+                session.get("updated_at"), request.script_root, shown)
 
 
 def _image_state(image: Mapping[str, Any] | None) -> tuple:

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo.errors import PyMongoError
 
@@ -31,6 +31,7 @@ from ..metrics import Metrics
 from ..moderation import TextModerator, image_moderation
 from ..narrators.summary import summarize as local_summary
 from ..narrators.types import Narration, NarrationContext, Narrator, PastTurn, StoryCard
+from ..sessions.cache import RecentTurns
 from ..sessions.cards import CardStore, triggered
 from ..sessions.store import AlreadyCommitted, SessionStore, new_session_id
 from .context import fit
@@ -84,6 +85,19 @@ class Committed:
         object.__setattr__(self, "reference", {
             "session_id": self.session["_id"],
             "n": self.turns[-1]["n"] if self.turns else None})
+
+
+class LoadedGame(NamedTuple):
+    """A game as a load shows it: the game, its most recent turns, and their stamp.
+
+    ``stamp`` is that of the kept turns (``RecentTurns``) when the turns are
+    shown as kept; None when they were read from the database or an image
+    of theirs was pending and has just been read again.
+    """
+
+    session: dict[str, Any]
+    turns: list[dict[str, Any]]
+    stamp: int | None
 
 
 class GameEngine:
@@ -175,10 +189,11 @@ class GameEngine:
 
     def _play(self, session: dict[str, Any], action: str | None, key: str,
               safety: str | None, mode: str) -> Committed:
-        history = self.store.recent_for(session, self.context_turns)
-        if history is None:  # a stale copy: its commit would lose the turn number anyway
+        recent = self.store.recent_for(session, self.context_turns)
+        if recent is None:  # a stale copy: its commit would lose the turn number anyway
             self.store.forget_cached(session["user_id"], session["_id"])
             raise SessionConflict()
+        history = recent.turns
         if mode == "see":
             narration = _seen(action, history)
         else:
@@ -283,18 +298,20 @@ class GameEngine:
 
     # --- reading --------------------------------------------------------------
 
-    def load(self, user_id: str,
-             session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def load(self, user_id: str, session_id: str) -> LoadedGame:
         """Return a game and its most recent turns, consistent with each other."""
         session = self.store.load(user_id, session_id)
-        turns = self.store.recent_for(session, self.recent)
-        if turns is None:
+        recent = self.store.recent_for(session, self.recent)
+        if recent is None:
             # The cached copy is behind: another process played a turn since
             # (or deleted the game; every game has its opening turn).
             self.store.forget_cached(user_id, session_id)
             session = self.store.load(user_id, session_id)
-            turns = self.store.recent_turns(session_id, self.recent)
-        return session, self.images_now(session, turns)
+            recent = RecentTurns(self.store.recent_turns(session_id, self.recent), None)
+        turns = self.images_now(session, recent.turns)
+        # A pending image read just now makes these turns differ from the kept ones.
+        unchanged = all(shown is kept for shown, kept in zip(turns, recent.turns, strict=True))
+        return LoadedGame(session, turns, recent.stamp if unchanged else None)
 
     def committed(self, user_id: str, session_id: str, n: int,
                   replayed: bool = False) -> Committed:
@@ -334,8 +351,10 @@ class GameEngine:
 
     def _image_now(self, session: Mapping[str, Any], turn: dict[str, Any]) -> dict[str, Any]:
         if turn.get("alternatives"):
-            turn = {**turn, "alternatives": [self._alternative_now(a)
-                                             for a in turn["alternatives"]]}
+            alternatives = [self._alternative_now(a) for a in turn["alternatives"]]
+            if any(now is not then for now, then in zip(alternatives, turn["alternatives"],
+                                                         strict=True)):
+                turn = {**turn, "alternatives": alternatives}
         image = turn.get("image") or {}
         if image.get("status") != "pending":
             return turn

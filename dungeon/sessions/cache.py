@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import TTLCache
+
+from ..caching import lookup
 
 Key = tuple[str, str]  # (user id, session id): a user never reads another's entry
 
@@ -37,7 +40,7 @@ class SessionCache:
         if not self.enabled:
             return None
         with self._lock:
-            document = self._cache.get(key)
+            document = lookup(self._cache, key)
         callback = self._on_hit if document is not None else self._on_miss
         if callback is not None:
             callback()
@@ -48,7 +51,7 @@ class SessionCache:
         if not self.enabled:
             return
         with self._lock:
-            current = self._cache.get(key)
+            current = lookup(self._cache, key)
             if current is None or current["version"] <= document["version"]:
                 self._cache[key] = dict(document)
                 self._owners[key[1]] = key[0]
@@ -77,6 +80,19 @@ class SessionCache:
             return len(self._cache)
 
 
+class RecentTurns(NamedTuple):
+    """A game's most recent turns, and the stamp of the kept list they were copied from.
+
+    Every change to a kept list gives it a new stamp, unique in the process,
+    so one stamp always stands for the same turns: what a reader rendered
+    from them stays right for as long as the stamp does.  None: the turns
+    were not kept (the cache is off).
+    """
+
+    turns: list[dict[str, Any]]
+    stamp: int | None
+
+
 class TurnCache:
     """The most recent turns of games, each list kept for one version of its game.
 
@@ -87,24 +103,29 @@ class TurnCache:
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic):
         self.enabled = maxsize > 0 and ttl > 0
+        # session id -> (version, turns, stamp)
         self._cache: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
         self._lock = threading.Lock()
+        self._stamps = itertools.count(1)
 
-    def get(self, session_id: str, version: int) -> list[dict[str, Any]] | None:
-        """Return copies of the turns kept for ``version`` of the game, or None."""
+    def get(self, session_id: str, version: int) -> RecentTurns | None:
+        """Return copies of the turns kept for ``version`` of the game, and their stamp; or None."""
         if not self.enabled:
             return None
         with self._lock:
-            found = self._cache.get(session_id)
+            found = lookup(self._cache, session_id)
         if found is None or found[0] != version:
             return None
-        return [dict(turn) for turn in found[1]]
+        return RecentTurns([dict(turn) for turn in found[1]], found[2])
 
-    def put(self, session_id: str, version: int, turns: list[dict[str, Any]]) -> None:
-        """Keep copies of ``turns`` as those of ``version`` of the game."""
-        if self.enabled:
-            with self._lock:
-                self._cache[session_id] = (version, tuple(dict(t) for t in turns))
+    def put(self, session_id: str, version: int, turns: list[dict[str, Any]]) -> int | None:
+        """Keep copies of ``turns`` as those of ``version`` of the game; return their stamp."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            stamp = next(self._stamps)
+            self._cache[session_id] = (version, tuple(dict(t) for t in turns), stamp)
+        return stamp
 
     def extend(self, session_id: str, version: int, new_version: int, turn: dict[str, Any],
                keep: int) -> None:
@@ -112,10 +133,10 @@ class TurnCache:
         if not self.enabled:
             return
         with self._lock:
-            found = self._cache.get(session_id)
+            found = lookup(self._cache, session_id)
             if found is not None and found[0] == version:
                 turns = (*found[1], dict(turn))[-keep:]
-                self._cache[session_id] = (new_version, turns)
+                self._cache[session_id] = (new_version, turns, next(self._stamps))
             else:
                 self._cache.pop(session_id, None)
 
@@ -123,13 +144,13 @@ class TurnCache:
                      image: dict[str, Any]) -> None:
         """Record a finished image on the kept copy of its turn, as the database did."""
         with self._lock:
-            found = self._cache.get(session_id)
+            found = lookup(self._cache, session_id)
             if found is None:
                 return
             turns = tuple({**t, "image": {**t["image"], **image}}
                           if t["n"] == n and (t.get("image") or {}).get("id") == slot_id else t
                           for t in found[1])
-            self._cache[session_id] = (found[0], turns)
+            self._cache[session_id] = (found[0], turns, next(self._stamps))
 
     def invalidate(self, session_id: str | None) -> None:
         """Forget a game's turns; every game's with None."""

@@ -40,7 +40,7 @@ from ..errors import (
     store_error_fields,
 )
 from ..metrics import Metrics
-from .cache import SessionCache, TurnCache
+from .cache import RecentTurns, SessionCache, TurnCache
 from .changes import LOCAL, VERSION, Coherence
 from .crypto import SESSION_FIELDS, TURN_FIELDS, FieldCipher
 
@@ -282,25 +282,26 @@ class SessionStore:
             return {**document, "turn_count": last["n"] + 1, "uncacheable": True}
         return self._session(repaired) or document
 
-    def recent_for(self, session: Mapping[str, Any], limit: int) -> list[dict[str, Any]] | None:
+    def recent_for(self, session: Mapping[str, Any], limit: int) -> RecentTurns | None:
         """Return the ``limit`` most recent turns of ``session``, or None if the copy is stale.
 
         Served from this process's copy when it is known current: at no cost
         where the cache is coherent, after one read of the game's version by
         ``_id`` elsewhere.  Otherwise read, and kept if they agree with the
         session.  None tells the caller its copy of the session is behind
-        (or the game is gone) and must be loaded again.
+        (or the game is gone) and must be loaded again.  The turns come with
+        the stamp of the kept list (``RecentTurns``).
         """
         session_id, version = session["_id"], session["version"]
         cached = self.turn_cache.get(session_id, version)
         trusted = self.coherence.trusted()
         if cached is not None and (trusted or self._version_is(session_id, version)):
-            return cached[-limit:]
+            return RecentTurns(cached.turns[-limit:], cached.stamp)
         turns = self.recent_turns(session_id, max(limit, self.keep_turns))
         if not turns or turns[-1]["n"] != session["turn_count"] - 1:
             return None
-        self.turn_cache.put(session_id, version, turns)
-        return turns[-limit:]
+        stamp = self.turn_cache.put(session_id, version, turns)
+        return RecentTurns(turns[-limit:], stamp)
 
     def _version_is(self, session_id: str, version: int) -> bool:
         found = self.sessions.find_one({"_id": session_id}, {"version": 1, "turn_count": 1})
@@ -726,7 +727,7 @@ class SessionStore:
     # --- metrics --------------------------------------------------------------
 
     def _lookup(self, outcome: str) -> None:
-        self.metrics.session_lookups.labels(outcome).inc()
+        self.metrics.count_lookup(outcome)
 
     def _cache_size(self) -> None:
         self.metrics.session_cache_size.set(len(self.cache))
