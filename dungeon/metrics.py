@@ -54,7 +54,8 @@ class Metrics:
         self.session_creations = Counter(
             "dungeon_session_creations", "Games created, by outcome.", ["outcome"], registry=r)
         self.session_load_seconds = Histogram(
-            "dungeon_session_load_seconds", "Time to load a game (cache or database).",
+            "dungeon_session_load_seconds", "Time to read a game from the database (a lookup "
+            "the cache did not answer; hits are counted in dungeon_session_lookups).",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r)
         self.session_cache_hits = Counter(

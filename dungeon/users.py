@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import Cache, TLRUCache, TTLCache
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_preferences import ReadPreference
@@ -93,12 +93,16 @@ def code_digest(code: str, secret: bytes) -> str:
 
 
 class _Cache:
-    """A TTLCache behind a lock; with a TTL of 0 it remembers nothing."""
+    """A cachetools cache behind a lock; None for ``items`` remembers nothing."""
 
-    def __init__(self, ttl: float, timer: Callable[[], float]):
-        self._items: TTLCache | None = (TTLCache(maxsize=CACHE_SIZE, ttl=ttl, timer=timer)
-                                        if ttl > 0 else None)
+    def __init__(self, items: Cache | None):
+        self._items = items
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_seconds(cls, ttl: float, timer: Callable[[], float]) -> _Cache:
+        """Return a cache that keeps each entry ``ttl`` seconds (nothing with 0)."""
+        return cls(TTLCache(maxsize=CACHE_SIZE, ttl=ttl, timer=timer) if ttl > 0 else None)
 
     def get(self, key: str) -> Any:
         if self._items is None:
@@ -114,11 +118,9 @@ class _Cache:
             old = lookup(self._items, key)
             self._items[key] = value if old is None or keep is None else keep(old, value)
 
-    def drop(self, key: str) -> None:
-        if self._items is None:
-            return
-        with self._lock:
-            self._items.pop(key, None)
+
+def _signed_out_wins(known: bool, found: bool) -> bool:
+    return known or found
 
 
 class UserStore:
@@ -135,13 +137,16 @@ class UserStore:
         self.now = now
         self.cache_seconds = config["AUTH_CACHE_SECONDS"]
         # user id -> its generation, as read (or raised here) at most cache_seconds ago
-        self._generations = _Cache(self.cache_seconds, timer)
-        # token id -> True: found not signed out at most cache_seconds ago
-        self._unrevoked = _Cache(self.cache_seconds, timer)
-        # token id -> True: signed out, which is for good; kept as long as a token lives
-        self._revoked = _Cache(config["TOKEN_TTL_HOURS"] * 3600, timer)
+        self._generations = _Cache.for_seconds(self.cache_seconds, timer)
+        # token id -> True: signed out, which is for good, so kept as long as a
+        # token lives; False: found not signed out, kept cache_seconds.  One
+        # cache, so a request's check looks once.
+        token_seconds = config["TOKEN_TTL_HOURS"] * 3600
+        self._tokens = _Cache(TLRUCache(
+            maxsize=CACHE_SIZE, timer=timer,
+            ttu=lambda _key, ended, now: now + (token_seconds if ended else self.cache_seconds)))
         # user id -> the safety level chose ("" for none), read at most cache_seconds ago
-        self._levels = _Cache(self.cache_seconds, timer)
+        self._levels = _Cache.for_seconds(self.cache_seconds, timer)
 
     def ensure_indexes(self) -> None:
         """Create the TTL indexes of signed-out tokens and link codes; safe on every start."""
@@ -197,7 +202,7 @@ class UserStore:
     def issued(self, user_id: str, token_id: str, generation: int) -> None:
         """Remember a token just issued here: its first request then reads nothing either."""
         self._generations.put(user_id, generation, max)
-        self._unrevoked.put(token_id, True)
+        self._tokens.put(token_id, False, _signed_out_wins)
 
     def check(self, claims: TokenClaims) -> None:
         """Raise TokenRevoked if the token was signed out; read the store only on a cache miss."""
@@ -209,20 +214,20 @@ class UserStore:
 
     def signed_out(self, claims: TokenClaims) -> str | None:
         """Return how the token was signed out (``token`` or ``everywhere``), or None."""
-        if self._revoked.get(claims.token_id):
+        ended = self._tokens.get(claims.token_id)
+        if ended:
             return "token"
         current = self._generations.get(claims.user_id)
         if current is None:
             current = self.generation(claims.user_id)
         if claims.generation < current:
             return "everywhere"
-        if self._unrevoked.get(claims.token_id):
+        if ended is False:  # found not signed out at most cache_seconds ago
             return None
-        if self.revoked.find_one({"_id": claims.token_id}, {"_id": 1}) is not None:
-            self._revoked.put(claims.token_id, True)
-            return "token"
-        self._unrevoked.put(claims.token_id, True)
-        return None
+        ended = self.revoked.find_one({"_id": claims.token_id}, {"_id": 1}) is not None
+        # A sign-out recorded meanwhile stays: a check that read before it must not undo it.
+        self._tokens.put(claims.token_id, ended, _signed_out_wins)
+        return "token" if ended else None
 
     def sign_out(self, claims: TokenClaims) -> None:
         """End this one token, until it would have expired anyway.  Safe to repeat."""
@@ -241,8 +246,7 @@ class UserStore:
                       extra=store_error_fields(exc))
             raise StoreUnavailable("Signing out could not be confirmed. Try again: signing out "
                                    "twice is the same as once.") from exc
-        self._revoked.put(claims.token_id, True)
-        self._unrevoked.drop(claims.token_id)
+        self._tokens.put(claims.token_id, True)
         log.info("token signed out", extra={"token_id": claims.token_id})
 
     def sign_out_everywhere(self, claims: TokenClaims) -> int:

@@ -227,6 +227,25 @@ def test_a_signed_out_token_sent_again_and_again_reads_nothing(client, monkeypat
                 if call.collection in ("users", "revoked_tokens")]
 
 
+def test_a_check_that_read_before_a_sign_out_does_not_undo_it(make_app):
+    here, there = (make_app(PLAIN) for _ in range(2))
+    headers = bearer(new_guest(here.test_client())["token"])
+    users = there.extensions["dungeon"].users
+    read = users.revoked.find_one
+
+    def sign_out_meanwhile(*args, **kwargs):
+        found = read(*args, **kwargs)  # not signed out yet, as this check reads it ...
+        claims = there.extensions["dungeon"].signer.claims(headers["Authorization"][7:])
+        users.sign_out(claims)  # ... and a sign-out in this process lands before it is kept
+        return found
+
+    users.revoked.find_one = sign_out_meanwhile
+    client = there.test_client()
+    assert games_status(client, headers) == 200  # the check that read first
+    users.revoked.find_one = read
+    assert games_status(client, headers) == 401  # the sign-out was kept, not the old read
+
+
 def test_a_store_that_cannot_say_is_503_never_a_pass(make_app, monkeypatch):
     issuer, client = (make_app(PLAIN).test_client() for _ in range(2))
     headers = bearer(new_guest(issuer)["token"])  # a token this process has not seen

@@ -308,6 +308,8 @@ class GameEngine:
             self.store.forget_cached(user_id, session_id)
             session = self.store.load(user_id, session_id)
             recent = RecentTurns(self.store.recent_turns(session_id, self.recent), None)
+        if recent.settled:  # every image final: nothing to read again
+            return LoadedGame(session, recent.turns, recent.stamp)
         turns = self.images_now(session, recent.turns)
         # A pending image read just now makes these turns differ from the kept ones.
         unchanged = all(shown is kept for shown, kept in zip(turns, recent.turns, strict=True))

@@ -91,6 +91,7 @@ class RecentTurns(NamedTuple):
 
     turns: list[dict[str, Any]]
     stamp: int | None
+    settled: bool = False  # no image of theirs (nor of an earlier version of one) is pending
 
 
 class TurnCache:
@@ -103,7 +104,7 @@ class TurnCache:
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic):
         self.enabled = maxsize > 0 and ttl > 0
-        # session id -> (version, turns, stamp)
+        # session id -> (version, turns, stamp, settled)
         self._cache: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
         self._lock = threading.Lock()
         self._stamps = itertools.count(1)
@@ -116,15 +117,16 @@ class TurnCache:
             found = lookup(self._cache, session_id)
         if found is None or found[0] != version:
             return None
-        return RecentTurns([dict(turn) for turn in found[1]], found[2])
+        return RecentTurns([dict(turn) for turn in found[1]], found[2], found[3])
 
     def put(self, session_id: str, version: int, turns: list[dict[str, Any]]) -> int | None:
         """Keep copies of ``turns`` as those of ``version`` of the game; return their stamp."""
         if not self.enabled:
             return None
         with self._lock:
+            kept = tuple(dict(t) for t in turns)
             stamp = next(self._stamps)
-            self._cache[session_id] = (version, tuple(dict(t) for t in turns), stamp)
+            self._cache[session_id] = (version, kept, stamp, _settled(kept))
         return stamp
 
     def extend(self, session_id: str, version: int, new_version: int, turn: dict[str, Any],
@@ -136,7 +138,8 @@ class TurnCache:
             found = lookup(self._cache, session_id)
             if found is not None and found[0] == version:
                 turns = (*found[1], dict(turn))[-keep:]
-                self._cache[session_id] = (new_version, turns, next(self._stamps))
+                self._cache[session_id] = (new_version, turns, next(self._stamps),
+                                           _settled(turns))
             else:
                 self._cache.pop(session_id, None)
 
@@ -150,7 +153,7 @@ class TurnCache:
             turns = tuple({**t, "image": {**t["image"], **image}}
                           if t["n"] == n and (t.get("image") or {}).get("id") == slot_id else t
                           for t in found[1])
-            self._cache[session_id] = (found[0], turns, next(self._stamps))
+            self._cache[session_id] = (found[0], turns, next(self._stamps), _settled(turns))
 
     def invalidate(self, session_id: str | None) -> None:
         """Forget a game's turns; every game's with None."""
@@ -159,3 +162,15 @@ class TurnCache:
                 self._cache.clear()
             else:
                 self._cache.pop(session_id, None)
+
+
+def _settled(turns: tuple[dict[str, Any], ...]) -> bool:
+    """Return True if no image the turns show, in any of their versions, is still pending.
+
+    Computed when a list is kept, so a reader of a settled list need not
+    look at each image again.
+    """
+    return not any((image or {}).get("status") == "pending"
+                   for turn in turns
+                   for image in (turn.get("image"),
+                                 *(a.get("image") for a in turn.get("alternatives") or ())))

@@ -201,44 +201,43 @@ class SessionStore:
 
     def load(self, user_id: str, session_id: str) -> dict[str, Any]:
         """Return the game ``session_id`` of ``user_id``, or raise SessionNotFound."""
-        started = time.perf_counter()
-        try:
-            return self._load(user_id, session_id)
-        finally:
-            self.metrics.session_load_seconds.observe(time.perf_counter() - started)
-
-    def _load(self, user_id: str, session_id: str) -> dict[str, Any]:
         if not valid_session_id(session_id):
             self._lookup("not_found")
             log.info("session lookup refused: malformed id", extra={"user_id": user_id})
             raise SessionNotFound()
-        document = self.cache.get((user_id, session_id))
-        outcome = "hit"
-        if document is None:
-            document, outcome = self._load_from_db(user_id, session_id), "found"
+        key = (user_id, session_id)
+        document = self.cache.get(key)
         now = self.now()
-        if outcome == "hit" and _expired(document, now):
-            # Another process may have moved the expiry since this copy was
-            # cached: only the database can say the game is gone.
-            self.cache.invalidate((user_id, session_id))
+        if document is not None and not _expired(document, now):
+            outcome = "hit"
+        else:
+            # A copy past its expiry may be behind: another process may have
+            # moved the expiry since.  Only the database can say the game is gone.
+            if document is not None:
+                self.cache.invalidate(key)
             document, outcome = self._load_from_db(user_id, session_id), "found"
-        if _expired(document, now):
-            self.cache.invalidate((user_id, session_id))
-            self._miss("expired", user_id, session_id)
+            if _expired(document, now):
+                self.cache.invalidate(key)
+                self._miss("expired", user_id, session_id)
         document = self._touch(document, now)
         self._lookup(outcome)
         return document
 
     def _load_from_db(self, user_id: str, session_id: str) -> dict[str, Any]:
-        # One query by both ids: a session is only ever found for its owner.
-        document = self._session(self.sessions.find_one({"_id": session_id, "user_id": user_id}))
-        if document is None:
-            self._explain_miss(user_id, session_id)
-        document = self._repair_turn_count(document)
-        if not document.pop("uncacheable", False):
-            self.cache.put(_key(document), document)
-            self._cache_size()
-        return document
+        """Read a game for its owner (one query by both ids), and keep it; timed."""
+        started = time.perf_counter()
+        try:
+            document = self._session(self.sessions.find_one({"_id": session_id,
+                                                              "user_id": user_id}))
+            if document is None:
+                self._explain_miss(user_id, session_id)
+            document = self._repair_turn_count(document)
+            if not document.pop("uncacheable", False):
+                self.cache.put(_key(document), document)
+                self._cache_size()
+            return document
+        finally:
+            self.metrics.session_load_seconds.observe(time.perf_counter() - started)
 
     def _explain_miss(self, user_id: str, session_id: str,
                       other: Mapping[str, Any] | None | bool = False) -> NoReturn:
@@ -296,7 +295,7 @@ class SessionStore:
         cached = self.turn_cache.get(session_id, version)
         trusted = self.coherence.trusted()
         if cached is not None and (trusted or self._version_is(session_id, version)):
-            return RecentTurns(cached.turns[-limit:], cached.stamp)
+            return RecentTurns(cached.turns[-limit:], cached.stamp, cached.settled)
         turns = self.recent_turns(session_id, max(limit, self.keep_turns))
         if not turns or turns[-1]["n"] != session["turn_count"] - 1:
             return None
