@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from cachetools import TTLCache
@@ -81,7 +82,7 @@ class SessionCache:
 
 
 class RecentTurns(NamedTuple):
-    """A game's most recent turns, and the stamp of the kept list they were copied from.
+    """A game's most recent turns, and the stamp of the kept list they come from.
 
     Every change to a kept list gives it a new stamp, unique in the process,
     so one stamp always stands for the same turns: what a reader rendered
@@ -89,7 +90,7 @@ class RecentTurns(NamedTuple):
     were not kept (the cache is off).
     """
 
-    turns: list[dict[str, Any]]
+    turns: list[Mapping[str, Any]]
     stamp: int | None
     settled: bool = False  # no image of theirs (nor of an earlier version of one) is pending
 
@@ -99,7 +100,9 @@ class TurnCache:
 
     A list is served only for the version it was read at, so a turn
     committed anywhere (which moves the version) retires it; changes that
-    keep the version (an image made) invalidate it explicitly.
+    keep the version (an image made) invalidate it explicitly.  Kept turns
+    are read-only mappings, so readers share them without copying and none
+    can change a kept turn by accident (a change makes a new dict).
     """
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic):
@@ -110,21 +113,21 @@ class TurnCache:
         self._stamps = itertools.count(1)
 
     def get(self, session_id: str, version: int) -> RecentTurns | None:
-        """Return copies of the turns kept for ``version`` of the game, and their stamp; or None."""
+        """Return the turns kept for ``version`` of the game, and their stamp; or None."""
         if not self.enabled:
             return None
         with self._lock:
             found = lookup(self._cache, session_id)
         if found is None or found[0] != version:
             return None
-        return RecentTurns([dict(turn) for turn in found[1]], found[2], found[3])
+        return RecentTurns(list(found[1]), found[2], found[3])
 
     def put(self, session_id: str, version: int, turns: list[dict[str, Any]]) -> int | None:
         """Keep copies of ``turns`` as those of ``version`` of the game; return their stamp."""
         if not self.enabled:
             return None
         with self._lock:
-            kept = tuple(dict(t) for t in turns)
+            kept = tuple(_frozen(t) for t in turns)
             stamp = next(self._stamps)
             self._cache[session_id] = (version, kept, stamp, _settled(kept))
         return stamp
@@ -137,7 +140,7 @@ class TurnCache:
         with self._lock:
             found = lookup(self._cache, session_id)
             if found is not None and found[0] == version:
-                turns = (*found[1], dict(turn))[-keep:]
+                turns = (*found[1], _frozen(turn))[-keep:]
                 self._cache[session_id] = (new_version, turns, next(self._stamps),
                                            _settled(turns))
             else:
@@ -150,7 +153,7 @@ class TurnCache:
             found = lookup(self._cache, session_id)
             if found is None:
                 return
-            turns = tuple({**t, "image": {**t["image"], **image}}
+            turns = tuple(_frozen({**t, "image": {**t["image"], **image}})
                           if t["n"] == n and (t.get("image") or {}).get("id") == slot_id else t
                           for t in found[1])
             self._cache[session_id] = (found[0], turns, next(self._stamps), _settled(turns))
@@ -164,7 +167,11 @@ class TurnCache:
                 self._cache.pop(session_id, None)
 
 
-def _settled(turns: tuple[dict[str, Any], ...]) -> bool:
+def _frozen(turn: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(turn))
+
+
+def _settled(turns: tuple[Mapping[str, Any], ...]) -> bool:
     """Return True if no image the turns show, in any of their versions, is still pending.
 
     Computed when a list is kept, so a reader of a settled list need not
