@@ -58,11 +58,6 @@ class Metrics:
             "the cache did not answer; hits are counted in dungeon_session_lookups).",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r)
-        self.session_cache_hits = Counter(
-            "dungeon_session_cache_hits", "Game lookups answered by the cache.", registry=r)
-        self.session_cache_misses = Counter(
-            "dungeon_session_cache_misses", "Game lookups the cache could not answer.",
-            registry=r)
         self.session_cache_size = Gauge(
             "dungeon_session_cache_size", "Games held in the lookup cache.", registry=r,
             multiprocess_mode="livesum")

@@ -6,8 +6,8 @@ application reads it with ``current``.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +23,7 @@ def pick_request_id(incoming: str | None) -> str:
     """Return ``incoming`` if it is short and made of safe characters, else a new id."""
     if incoming and _SAFE.match(incoming):
         return incoming
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 def assign(environ: dict[str, Any]) -> str:

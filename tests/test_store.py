@@ -110,7 +110,7 @@ def test_a_cache_hit_makes_no_database_query(make_store):
     for _ in range(3):
         store.load("u_alice", game["_id"])
     assert calls == []
-    assert store.metrics.sample("dungeon_session_cache_hits_total") == 3
+    assert store.metrics.sample("dungeon_session_lookups_total", {"outcome": "hit"}) == 3
 
 
 def test_misses_are_never_cached(make_store, database, now):

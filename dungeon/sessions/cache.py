@@ -26,15 +26,12 @@ class SessionCache:
     a shallow copy is a full one.
     """
 
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic,
-                 on_hit: Callable[[], None] | None = None,
-                 on_miss: Callable[[], None] | None = None):
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic):
         self.enabled = maxsize > 0 and ttl > 0
         self._cache: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
         # Who each cached game belongs to, to forget a game known by its id alone.
         self._owners: TTLCache = TTLCache(max(maxsize, 1), max(ttl, 1e-9), timer=timer)
         self._lock = threading.Lock()
-        self._on_hit, self._on_miss = on_hit, on_miss
 
     def get(self, key: Key) -> dict[str, Any] | None:
         """Return a copy of the cached document for ``key``, or None."""
@@ -42,9 +39,6 @@ class SessionCache:
             return None
         with self._lock:
             document = lookup(self._cache, key)
-        callback = self._on_hit if document is not None else self._on_miss
-        if callback is not None:
-            callback()
         return dict(document) if document is not None else None
 
     def put(self, key: Key, document: dict[str, Any]) -> None:

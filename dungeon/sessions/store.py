@@ -108,9 +108,9 @@ class SessionStore:
         # Told when a game's turns get a later expiry, so what hangs off them
         # (their image slots) lives as long.
         self.on_turns_expiry = on_turns_expiry or (lambda _session_id, _when: None)
-        self.cache = SessionCache(
-            config["SESSION_CACHE_SIZE"], config["SESSION_CACHE_TTL"], timer=timer,
-            on_hit=metrics.session_cache_hits.inc, on_miss=metrics.session_cache_misses.inc)
+        # Its hits and misses are counted by outcome, once per lookup (_lookup).
+        self.cache = SessionCache(config["SESSION_CACHE_SIZE"], config["SESSION_CACHE_TTL"],
+                                  timer=timer)
         # The most recent turns of cached games, by game and version: a load
         # of a game this process knows current reads nothing (dungeon/sessions/changes.py).
         self.coherence = coherence or Coherence(VERSION)
