@@ -18,6 +18,7 @@ reaches answers no hook sees, such as one made after a hook failed.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 from . import logs, requestid, security
 from .metrics import Metrics
 
+log = logging.getLogger(__name__)
+_ID_KEY = requestid.HEADER.lower()
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -43,9 +46,13 @@ class Edge:
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info=None):
             security.add_headers(headers, environ)
-            headers.append((requestid.HEADER, request_id))
-            self.metrics.record_request(environ.get("REQUEST_METHOD", ""), _route(environ),
-                                        int(status[:3]), time.perf_counter() - started)
+            if not any(name.lower() == _ID_KEY for name, _ in headers):
+                headers.append((requestid.HEADER, request_id))
+            try:
+                self.metrics.record_request(environ.get("REQUEST_METHOD", ""), _route(environ),
+                                            int(status[:3]), time.perf_counter() - started)
+            except Exception:  # a count is never worth an answer
+                log.exception("request not counted")
             return start_response(status, headers, exc_info)
 
         try:

@@ -83,3 +83,12 @@ def test_work_handed_on_keeps_the_context_it_was_given():
     assert seen == {"request_id": "outer"}
     assert dict(logs.context()) == {"request_id": "outer", "user_id": "u_later"}
     logs.new_context()
+
+
+def test_an_answer_is_sent_even_when_its_count_fails(client, app, monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("metrics storage gone")
+
+    monkeypatch.setattr(app.extensions["dungeon"].metrics, "record_request", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.headers["X-Request-ID"]
