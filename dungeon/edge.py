@@ -45,8 +45,7 @@ class Edge:
         logs.new_context(request_id=request_id)
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info=None):
-            security.add_headers(headers, environ)
-            if not any(name.lower() == _ID_KEY for name, _ in headers):
+            if _ID_KEY not in security.add_headers(headers, environ):
                 headers.append((requestid.HEADER, request_id))
             try:
                 self.metrics.record_request(environ.get("REQUEST_METHOD", ""), _route(environ),

@@ -95,40 +95,36 @@ class Metrics:
             "dungeon_narrator_seconds", "Time to narrate one turn.", ["narrator"],
             buckets=_LATENCY_BUCKETS, registry=r)
 
-        # (method, route, status) -> that request's counter and histogram children
-        self._series_by_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._lookups_by_outcome: dict[str, Any] = {}
+        # (metric, label values) -> that labelled child, for the hot paths
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def count_lookup(self, outcome: str) -> None:
-        """Count one game lookup by its outcome (each outcome's child looked up once)."""
-        child = self._lookups_by_outcome.get(outcome)
-        if child is None:
-            child = self._lookups_by_outcome[outcome] = self.session_lookups.labels(outcome)
-        child.inc()
+        """Count one game lookup by its outcome."""
+        self._child(self.session_lookups, outcome).inc()
 
     def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered request by method, route rule (never the raw path) and status."""
-        requests, durations = self._request_series(method, route, status)
-        requests.inc()
-        durations.observe(seconds)
+        """Count one answered request by method, route rule (never the raw path) and status.
 
-    def _request_series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
-        """Return the request counter and duration histogram for one method, route and status.
-
-        Looked up once per combination: ``labels()`` takes a lock and builds
-        its key on every call, which every request would pay.  The
-        combinations are bounded: route rules and statuses are the
+        The label values are bounded: route rules and statuses are the
         application's own, and methods are folded into ``METHODS``.
         """
         if method not in METHODS:
             method = "other"
-        key = (method, route, status)
-        series = self._series_by_request.get(key)
-        if series is None:
-            series = self._series_by_request[key] = (
-                self.http_requests.labels(method, route, str(status)),
-                self.http_request_seconds.labels(method, route))
-        return series
+        self._child(self.http_requests, method, route, str(status)).inc()
+        self._child(self.http_request_seconds, method, route).observe(seconds)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """Return ``metric.labels(*values)``, looked up once per combination.
+
+        ``labels()`` takes a lock and builds its key on every call, which
+        every request would pay.  Two threads that miss at once both call
+        it and get the same child.
+        """
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Return the current value of one sample (0.0 when it has none yet)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from flask import has_request_context, request
@@ -32,11 +31,6 @@ def assign(environ: dict[str, Any]) -> str:
     return request_id
 
 
-def of(environ: Mapping[str, Any]) -> str | None:
-    """Return the id the edge gave the request of ``environ`` (None outside the edge)."""
-    return environ.get(ENVIRON_KEY)
-
-
 def current() -> str | None:
-    """Return the current request's id, or None outside a request."""
-    return of(request.environ) if has_request_context() else None
+    """Return the id the edge gave the current request, or None outside a request."""
+    return request.environ.get(ENVIRON_KEY) if has_request_context() else None

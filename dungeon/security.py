@@ -34,8 +34,12 @@ def mark_private(environ: MutableMapping[str, Any]) -> None:
     environ[_PRIVATE] = True
 
 
-def add_headers(headers: list[tuple[str, str]], environ: MutableMapping[str, Any]) -> None:
-    """Add to a WSGI header list the safety headers it lacks; ``no-store`` on a user's own JSON."""
+def add_headers(headers: list[tuple[str, str]], environ: MutableMapping[str, Any]) -> set[str]:
+    """Add to a WSGI header list the safety headers it lacks; ``no-store`` on a user's own JSON.
+
+    Returns the lower-case names the list had before, so a caller adding
+    headers of its own need not walk it again.
+    """
     present, content_type = set(), ""
     for name, value in headers:  # one pass: the names the route set, and its type
         key = name.lower()
@@ -50,3 +54,4 @@ def add_headers(headers: list[tuple[str, str]], environ: MutableMapping[str, Any
     if "cache-control" not in present and mimetype == "application/json" and \
             environ.get(_PRIVATE):
         headers.append(("Cache-Control", "no-store"))
+    return present

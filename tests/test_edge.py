@@ -92,3 +92,15 @@ def test_an_answer_is_sent_even_when_its_count_fails(client, app, monkeypatch):
     monkeypatch.setattr(app.extensions["dungeon"].metrics, "record_request", broken)
     response = client.get("/healthz")
     assert response.status_code == 200 and response.headers["X-Request-ID"]
+
+
+def test_an_id_a_route_set_itself_is_kept_and_not_doubled(app):
+    bp = Blueprint("own_id", __name__)
+
+    @bp.get("/own-id")
+    def own_id():
+        return {}, 200, {"X-Request-ID": "route-1"}
+
+    app.register_blueprint(bp)
+    response = app.test_client().get("/own-id", headers={"X-Request-ID": "client-1"})
+    assert response.headers.getlist("X-Request-ID") == ["route-1"]

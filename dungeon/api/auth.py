@@ -128,8 +128,6 @@ def _me(user_id: str) -> dict[str, Any]:
             "safety_level_chosen": chosen is not None}
 
 
-
-
 def _token_answer(issued: dict[str, Any]) -> dict[str, Any]:
     expires = datetime.fromtimestamp(issued["expires_at"], UTC)
     return {"token": issued["token"], "token_type": "Bearer", "user_id": issued["user_id"],
