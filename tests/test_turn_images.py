@@ -8,6 +8,7 @@ import pytest
 from dungeon.errors import ProviderUnavailable
 from dungeon.images.types import GeneratedImage
 from tests.fakes import PNG, FakeProvider
+from tests.faults import FaultInjector
 from tests.test_error_shape import assert_error_shape
 
 
@@ -50,6 +51,54 @@ def test_a_loaded_game_shows_its_image_once_made(play, gated):
     app.extensions["dungeon"].jobs.wait(created["turns"][0]["image"]["id"], 5)
     for _ in range(2):
         assert client.get(url, headers=auth).json["turns"][0]["image"]["status"] == "ready"
+
+
+def test_a_retried_turn_shows_every_version_final_once_its_images_are_made(
+        play, gated, monkeypatch):
+    app, client, auth, created = play
+    game_id = created["game"]["id"]
+    first = client.post(f"/api/games/{game_id}/actions", headers=auth,
+                        json={"action": "open the chest"}).json["turn"]
+    retried = client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth).json["turn"]
+    slots = [created["turns"][0]["image"]["id"], first["image"]["id"], retried["image"]["id"]]
+    gated.gate.set()
+    for slot in slots:
+        app.extensions["dungeon"].jobs.wait(slot, 5)
+    stored = app.extensions["dungeon"].sessions.turns.find_one(
+        {"session_id": game_id, "n": 1})
+    assert [a["image"]["status"] for a in stored["alternatives"]] == ["ready", "ready"]
+    injector = FaultInjector(monkeypatch)
+    for _ in range(2):
+        loaded = client.get(f"/api/games/{game_id}", headers=auth).json["turns"][-1]
+        assert [a["image"]["status"] for a in loaded["alternatives"]] == ["ready", "ready"]
+    # Every image final, in the store and in the kept turns: no slot is asked again.
+    assert not [call for call in injector.calls if call.collection == "image_slots"]
+
+
+@pytest.mark.parametrize("write", [0, 1], ids=["the turn's image", "its version's image"])
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("error", ["AutoReconnect", "WTimeoutError", "OperationFailure"])
+def test_a_finished_image_the_turn_was_not_told_of_still_shows_ready(play, gated, monkeypatch,
+                                                                     write, when, error):
+    if when == "after" and error == "OperationFailure":
+        pytest.skip("a refused write applied nothing")
+    app, client, auth, created = play
+    game_id = created["game"]["id"]
+    first = client.post(f"/api/games/{game_id}/actions", headers=auth,
+                        json={"action": "open the chest"}).json["turn"]
+    gated.gate.set()
+    for slot in (created["turns"][0]["image"]["id"], first["image"]["id"]):
+        app.extensions["dungeon"].jobs.wait(slot, 5)
+    injector = FaultInjector(monkeypatch)
+    # The retry's image job makes the next two: its turn's image, then its version's.
+    fault = injector.arm("turns", "update_one", when, error, skip=write)
+    retried = client.post(f"/api/games/{game_id}/turns/1/retry", headers=auth).json["turn"]
+    app.extensions["dungeon"].jobs.wait(retried["image"]["id"], 5)
+    assert injector.fired == [fault]
+    for _ in range(2):  # the slot is what reads go by, whatever the turn was told
+        loaded = client.get(f"/api/games/{game_id}", headers=auth).json["turns"][1]
+        assert loaded["image"]["status"] == "ready"
+        assert [a["image"]["status"] for a in loaded["alternatives"]] == ["ready", "ready"]
 
 
 def test_a_turn_answers_at_once_with_a_pending_image(play, gated):

@@ -147,8 +147,7 @@ class TurnCache:
             found = lookup(self._cache, session_id)
             if found is None:
                 return
-            turns = tuple(_frozen({**t, "image": {**t["image"], **image}})
-                          if t["n"] == n and (t.get("image") or {}).get("id") == slot_id else t
+            turns = tuple(_frozen(_with_image(t, slot_id, image)) if t["n"] == n else t
                           for t in found[1])
             self._cache[session_id] = (found[0], turns, next(self._stamps), _settled(turns))
 
@@ -159,6 +158,18 @@ class TurnCache:
                 self._cache.clear()
             else:
                 self._cache.pop(session_id, None)
+
+
+def _with_image(turn: Mapping[str, Any], slot_id: str, image: dict[str, Any]) -> dict[str, Any]:
+    """Return ``turn`` with the image of slot ``slot_id`` finished, wherever it shows it."""
+    def finished(holder: Mapping[str, Any]) -> Mapping[str, Any]:
+        shown = holder.get("image") or {}
+        return {**holder, "image": {**shown, **image}} if shown.get("id") == slot_id else holder
+
+    changed = dict(finished(turn))
+    if turn.get("alternatives"):
+        changed["alternatives"] = [finished(a) for a in turn["alternatives"]]
+    return changed
 
 
 def _frozen(turn: Mapping[str, Any]) -> Mapping[str, Any]:

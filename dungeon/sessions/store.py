@@ -592,9 +592,19 @@ class SessionStore:
 
     def update_turn_image(self, session_id: str, n: int, slot_id: str,
                           image: Mapping[str, Any]) -> None:
-        """Record a finished image on its turn, unless the turn has moved on to another image."""
+        """Record a finished image on its turn, and on the version of the turn that has it.
+
+        A retried turn keeps each version's image in ``alternatives``, as it
+        was when the version was saved: told too, a read finds every image
+        final and need not ask the slots again.  Both writes are idempotent;
+        one that fails leaves the image pending there, and reads go by the
+        slot.
+        """
         self.turns.update_one({"session_id": session_id, "n": n, "image.id": slot_id},
                               {"$set": {f"image.{k}": v for k, v in image.items()}})
+        self.turns.update_one(
+            {"session_id": session_id, "n": n, "alternatives.image.id": slot_id},
+            {"$set": {f"alternatives.$.image.{k}": v for k, v in image.items()}})
         self.turn_cache.update_image(session_id, n, slot_id, dict(image))
 
     def set_turn_image(self, session_id: str, n: int, replaced: str | None,
