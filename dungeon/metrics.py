@@ -16,12 +16,33 @@ from prometheus_client import (
     Gauge,
     Histogram,
     multiprocess,
+    values,
 )
 
 # Methods counted by name; any other a client sends counts as "other", so no
 # client can add label values (and series) without bound.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120)
+
+# This process's id, refreshed in every forked child.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def process_id() -> int:
+    """Return this process's id, as ``os.getpid()`` would, without a system call."""
+    return _PID[0]
+
+
+# Under gunicorn (PROMETHEUS_MULTIPROC_DIR set before prometheus_client was
+# imported) every value write checks the process id, to notice a fork: a
+# getpid system call per write, four or more a request, which measurably
+# slowed cached game reads under load (docs/benchmarks.md).  The id is the
+# same, read from memory; prometheus_client's rule for an identifier (distinct
+# among running processes) holds.  Swapped here, at import, before any metric
+# of the service has a value; the master imports this before it forks.
+if getattr(values.ValueClass, "_multiprocess", False):
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
 
 
 class Metrics:

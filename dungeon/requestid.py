@@ -6,7 +6,7 @@ application reads it with ``current``.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from typing import Any
 
@@ -22,7 +22,10 @@ def pick_request_id(incoming: str | None) -> str:
     """Return ``incoming`` if it is short and made of safe characters, else a new id."""
     if incoming and _SAFE.match(incoming):
         return incoming
-    return os.urandom(16).hex()
+    # 128 random bits, from the process's generator (reseeded in every forked
+    # child): an id correlates log lines and is no secret (a client may pick
+    # its own), and this costs no system call, as os.urandom does.
+    return f"{random.getrandbits(128):032x}"
 
 
 def assign(environ: dict[str, Any]) -> str:

@@ -71,3 +71,21 @@ def test_configured_models_export_their_shutdown_date(make_app):
     assert sample("dungeon_provider_model_shutdown_timestamp_seconds", labels) == 1796083200
     assert sample("dungeon_provider_model_shutdown_timestamp_seconds",
                   {"provider": "gpt-image-2", "model": "gpt-image-2"}) == 0
+
+
+def test_the_process_id_metric_values_use_follows_a_fork():
+    import os
+
+    from dungeon.metrics import process_id
+
+    assert process_id() == os.getpid()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports what it sees, then leaves at once
+        os.write(writer, f"{process_id()} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(writer)
+    seen, real = os.read(reader, 64).decode().split()
+    os.close(reader)
+    os.waitpid(child, 0)
+    assert seen == real != str(os.getpid())
