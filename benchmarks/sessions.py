@@ -171,7 +171,7 @@ def bench_http(args: argparse.Namespace, workdir: Path) -> float:
               f"{', '.join(f'{k} {v:.0f}' for k, v in sorted(seen.items()) if v)}")
     ratio = statistics.median(r["rps"] / b["rps"] for r, b in
                               zip(results["hits"], results["bare:hits"], strict=True))
-    print(f"    cache hits at {ratio:.2f} of the bare app (target {TARGET:.2f}): "
+    print(f"    cache hits at {ratio:.3f} of the bare app (target {TARGET:.2f}): "
           f"{'met' if ratio >= TARGET else 'NOT met'}")
     return ratio
 

@@ -106,15 +106,16 @@ class TurnCache:
         self._lock = threading.Lock()
         self._stamps = itertools.count(1)
 
-    def get(self, session_id: str, version: int) -> RecentTurns | None:
-        """Return the turns kept for ``version`` of the game, and their stamp; or None."""
+    def get(self, session_id: str, version: int, limit: int | None = None) -> RecentTurns | None:
+        """Return the (last ``limit``) turns kept for ``version`` of the game; or None."""
         if not self.enabled:
             return None
         with self._lock:
             found = lookup(self._cache, session_id)
         if found is None or found[0] != version:
             return None
-        return RecentTurns(list(found[1]), found[2], found[3])
+        kept = found[1] if limit is None else found[1][-limit:]
+        return RecentTurns(list(kept), found[2], found[3])
 
     def put(self, session_id: str, version: int, turns: list[dict[str, Any]]) -> int | None:
         """Keep copies of ``turns`` as those of ``version`` of the game; return their stamp."""

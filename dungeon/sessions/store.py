@@ -292,10 +292,10 @@ class SessionStore:
         the stamp of the kept list (``RecentTurns``).
         """
         session_id, version = session["_id"], session["version"]
-        cached = self.turn_cache.get(session_id, version)
-        trusted = self.coherence.trusted()
-        if cached is not None and (trusted or self._version_is(session_id, version)):
-            return RecentTurns(cached.turns[-limit:], cached.stamp, cached.settled)
+        cached = self.turn_cache.get(session_id, version, limit)
+        if cached is not None and (self.coherence.trusted() or
+                                   self._version_is(session_id, version)):
+            return cached
         turns = self.recent_turns(session_id, max(limit, self.keep_turns))
         if not turns or turns[-1]["n"] != session["turn_count"] - 1:
             return None
