@@ -386,7 +386,7 @@ def patch(app, changes: str):
             if token not in checked:  # checked for real once, then taken as checked
                 checked[token] = signer.authenticate(token)
             claims = checked[token]
-            g.user_id, g.token_claims = claims.user_id, claims
+            g.user_id = claims.user_id
             logs.bind(user_id=claims.user_id)
             security.mark_private(request.environ)
 

@@ -165,7 +165,6 @@ def require_claims(signer: TokenSigner, *, signed_out_too: bool = False) -> Toke
     """
     token = bearer_token()
     claims = signer.claims(token) if signed_out_too else signer.authenticate(token)
-    g.token_claims = claims
     bind_user(claims.user_id)
     return claims
 
